@@ -276,6 +276,7 @@ void ConfigSchema::walk(const std::string& source, const YAML::Node& node,
 }
 
 void ConfigSchema::load_file(const std::string& path) {
+  config_path_ = path;  // validate() names the file in its errors
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);

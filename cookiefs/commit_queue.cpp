@@ -1,0 +1,139 @@
+// Commit scheduling; see commit_queue.hpp.
+#include "commit_queue.hpp"
+
+#include <algorithm>
+
+namespace cookiefs::mount {
+
+Clock::time_point commit_due(Clock::time_point first_change, Clock::time_point last_change,
+                             std::chrono::milliseconds delay, std::chrono::milliseconds max_lag) {
+  return std::min(last_change + delay, first_change + max_lag);
+}
+
+std::chrono::milliseconds retry_backoff(int failures) {
+  if (failures <= 0) return std::chrono::milliseconds(0);
+  const int shift = std::min(failures - 1, 6);
+  return std::min(std::chrono::milliseconds(100 << shift), std::chrono::milliseconds(5000));
+}
+
+CommitQueue::CommitQueue(std::chrono::milliseconds delay, std::chrono::milliseconds max_lag)
+    : delay_(delay), max_lag_(max_lag) {}
+
+CommitQueue::~CommitQueue() {
+  stop();
+}
+
+void CommitQueue::start(Work work, int threads) {
+  work_ = std::move(work);
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+}
+
+void CommitQueue::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void CommitQueue::changed(const std::string& id) {
+  const auto now = Clock::now();
+  {
+    std::lock_guard lock(mu_);
+    auto [it, fresh] = entries_.try_emplace(id);
+    Entry& e = it->second;
+    if (fresh || (!e.in_flight && e.first_change == Clock::time_point{})) e.first_change = now;
+    if (e.in_flight) {
+      if (!e.again) e.first_change = now;
+      e.again = true;
+    }
+    e.last_change = now;
+  }
+  wake_.notify_one();
+}
+
+void CommitQueue::urgent(const std::string& id) {
+  const auto now = Clock::now();
+  {
+    std::lock_guard lock(mu_);
+    auto [it, fresh] = entries_.try_emplace(id);
+    Entry& e = it->second;
+    if (fresh) e.first_change = e.last_change = now;
+    e.urgent = true;
+    e.not_before = now;  // an fsync waiter should not sit out a back-off
+    if (e.in_flight) e.again = true;
+  }
+  wake_.notify_one();
+}
+
+bool CommitQueue::drain(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  for (auto& [id, e] : entries_) {
+    e.urgent = true;
+    e.not_before = Clock::now();
+  }
+  wake_.notify_all();
+  return idle_.wait_for(lock, timeout, [this] { return entries_.empty(); });
+}
+
+std::size_t CommitQueue::pending() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
+}
+
+Clock::time_point CommitQueue::due(const Entry& e) const {
+  const auto when =
+      e.urgent ? Clock::time_point{} : commit_due(e.first_change, e.last_change, delay_, max_lag_);
+  return std::max(when, e.not_before);
+}
+
+void CommitQueue::run() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    auto next = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->second.in_flight) continue;
+      if (next == entries_.end() || due(it->second) < due(next->second)) next = it;
+    }
+    if (next == entries_.end()) {
+      wake_.wait(lock);
+      continue;
+    }
+    const auto when = due(next->second);
+    if (when > Clock::now()) {
+      wake_.wait_until(lock, when);
+      continue;
+    }
+    const std::string id = next->first;
+    Entry& e = next->second;
+    e.in_flight = true;
+    e.again = false;
+    e.urgent = false;
+    lock.unlock();
+    bool done = false;
+    try {
+      done = work_(id);
+    } catch (...) {
+      done = false;  // the work function logs; the queue only retries
+    }
+    lock.lock();
+    auto it = entries_.find(id);  // entries are only erased here, so it is still there
+    Entry& after = it->second;
+    after.in_flight = false;
+    if (!done) {
+      ++after.failures;
+      after.not_before = Clock::now() + retry_backoff(after.failures);
+      after.urgent = after.urgent || after.again;
+    } else if (after.again) {
+      after.failures = 0;
+    } else {
+      entries_.erase(it);
+      if (entries_.empty()) idle_.notify_all();
+    }
+    wake_.notify_one();
+  }
+}
+
+}  // namespace cookiefs::mount

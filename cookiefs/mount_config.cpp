@@ -1,0 +1,58 @@
+// Key registration for MountConfig; see mount_config.hpp.
+#include "mount_config.hpp"
+
+#include "logging.hpp"
+#include "names.hpp"
+
+namespace cookiefs::mount {
+
+void register_keys(ConfigSchema& s, MountConfig& c) {
+  s.add("storage", &c.storage, "storage-service endpoints HOST:PORT, tried in order",
+        {.flag = "--storage", .env = "COOKIEFS_STORAGE", .required = true});
+  s.add("engine_id", &c.engine_id, "this engine host's id ([A-Za-z0-9._-]{1,128})",
+        {.flag = "--engine-id", .env = "COOKIEFS_ENGINE_ID", .required = true});
+  s.add("cache_dir", &c.cache_dir, "local directory holding the cached sessions",
+        {.flag = "--cache-dir", .required = true});
+  s.add("mountpoint", &c.mountpoint, "where to mount (or the positional MOUNTPOINT)",
+        {.flag = "--mountpoint"});
+  s.add("namespace", &c.namespace_name, "tenant namespace", {.flag = "--namespace"});
+  s.add("token", &c.token, "token presented to the storage service",
+        {.flag = "--token", .env = "COOKIEFS_TOKEN", .secret = true});
+  s.add("metrics_listen", &c.metrics_listen, "HOST:PORT of the Prometheus endpoint; \"\" disables",
+        {.flag = "--metrics-listen"});
+  s.add("commit.delay", &c.commit_delay, "quiet time before a change is committed",
+        {.min = 0, .max = 60000});
+  s.add("commit.max_lag", &c.commit_max_lag, "longest a change waits for its commit",
+        {.min = 0, .max = 600000});
+  s.add("commit.fsync_timeout", &c.commit_fsync_timeout, "fsync gives EIO after this long",
+        {.min = 100, .max = 3600000});
+  s.add("limits.max_file_bytes", &c.max_file_bytes, "largest file (EFBIG beyond)", {.min = 1});
+  s.add("limits.max_session_bytes", &c.max_session_bytes, "largest session (EDQUOT beyond)",
+        {.min = 1});
+  s.add("limits.max_depth", &c.max_depth, "deepest path inside a session, in components",
+        {.min = 1, .max = kMaxPathDepth});
+  s.add("cache.entry_timeout", &c.entry_timeout, "kernel name cache timeout", {.min = 0});
+  s.add("cache.attr_timeout", &c.attr_timeout, "kernel attribute cache timeout", {.min = 0});
+  s.add("cache.negative_timeout", &c.negative_timeout, "kernel cache of missing names", {.min = 0});
+  s.add("fuse.threads", &c.fuse_threads, "FUSE worker threads", {.min = 1, .max = 256});
+  s.add("fuse.writeback_cache", &c.writeback_cache,
+        "kernel writeback cache (not supported yet: snapshots need write-through)");
+  s.add("fuse.allow_other", &c.allow_other, "let other users access the mount");
+  std::vector<std::string> levels(std::begin(kLogLevels), std::end(kLogLevels));
+  s.add("log.level", &c.log_level, "log level", {.flag = "--log-level", .choices = levels});
+}
+
+void check(const MountConfig& c) {
+  if (!valid_id(c.engine_id)) throw ConfigError("engine_id: not a valid id");
+  if (!valid_id(c.namespace_name)) throw ConfigError("namespace: not a valid id");
+  if (c.storage.empty()) throw ConfigError("storage: at least one endpoint is required");
+  if (c.writeback_cache) {
+    throw ConfigError(
+        "fuse.writeback_cache: not supported yet (snapshots would not be crash-consistent)");
+  }
+  if (c.commit_max_lag < c.commit_delay) {
+    throw ConfigError("commit.max_lag: must not be shorter than commit.delay");
+  }
+}
+
+}  // namespace cookiefs::mount

@@ -1,0 +1,45 @@
+// MountConfig: every setting of the cookiefs daemon, bound to YAML keys, flags
+// and environment variables through ConfigSchema. Filled once in main() before
+// any thread starts; read-only (and so freely shared) afterwards.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+
+namespace cookiefs::mount {
+
+struct MountConfig {
+  std::vector<std::string> storage;
+  std::string engine_id;
+  std::string cache_dir;
+  std::string mountpoint;
+  std::string namespace_name = "default";
+  std::string token;
+  std::string metrics_listen = "127.0.0.1:9101";
+  std::chrono::milliseconds commit_delay{15};
+  std::chrono::milliseconds commit_max_lag{1000};
+  std::chrono::milliseconds commit_fsync_timeout{30000};
+  ByteSize max_file_bytes{16u << 20};
+  ByteSize max_session_bytes{64u << 20};
+  std::int64_t max_depth = 8;
+  std::chrono::milliseconds entry_timeout{86400000};
+  std::chrono::milliseconds attr_timeout{86400000};
+  std::chrono::milliseconds negative_timeout{86400000};
+  std::int64_t fuse_threads = 8;
+  bool writeback_cache = false;
+  bool allow_other = false;
+  std::string log_level = "info";
+  bool foreground = false;  // flag only
+};
+
+// Registers every key of `cfg` on `schema`.
+void register_keys(ConfigSchema& schema, MountConfig& cfg);
+
+// Cross-key checks after loading; throws ConfigError.
+void check(const MountConfig& cfg);
+
+}  // namespace cookiefs::mount

@@ -1,0 +1,653 @@
+// Sessions on disk and their commits; see session_cache.hpp.
+#include "session_cache.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <stdexcept>
+
+#include "names.hpp"
+
+namespace cookiefs::mount {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string random_hex() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "read");
+    if (n == 0) return out;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+void write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "write");
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+// Owns a file descriptor.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+void write_file_atomically(const fs::path& path, const std::string& data) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open manifest");
+    write_all(f.fd, data);
+    if (::fsync(f.fd) != 0) throw std::system_error(errno, std::generic_category(), "fsync");
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw std::system_error(errno, std::generic_category(), "rename manifest");
+  }
+}
+
+std::string read_path(const fs::path& path) {
+  Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
+  return read_all(f.fd);
+}
+
+// Writes `content` into an existing or new file without replacing its inode,
+// so the kernel's and the inode table's handles on it stay valid.
+void write_in_place(const fs::path& path, const std::string& content, std::uint32_t mode) {
+  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode & 07777));
+  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
+  write_all(f.fd, content);
+  ::fchmod(f.fd, mode & 07777);
+}
+
+bool transient(wire::ErrorCode c) {
+  return c == wire::UNAVAILABLE || c == wire::SHUTTING_DOWN || c == wire::INTERNAL ||
+         c == wire::ERROR_UNSPECIFIED || c == wire::UNAUTHENTICATED;
+}
+
+}  // namespace
+
+SessionCache::SessionCache(const MountConfig& cfg, StorageClient& client, CommitQueue& queue)
+    : cfg_(cfg), client_(client), queue_(queue), root_(cfg.cache_dir) {}
+
+SessionCache::~SessionCache() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+void SessionCache::open() {
+  fs::create_directories(root_ / "sessions");
+  fs::create_directories(root_ / "quarantine");
+  lock_fd_ = ::open((root_ / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) throw std::system_error(errno, std::generic_category(), "cache_dir lock");
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    throw std::runtime_error("cache_dir: in use by another cookiefs");
+  }
+  for (const auto& d : fs::directory_iterator(root_ / "sessions")) {
+    const std::string name = d.path().filename().string();
+    if (!valid_id(name)) {
+      fs::remove_all(d.path());  // leftovers of an interrupted fetch or delete
+      continue;
+    }
+    try {
+      auto s = load(name);
+      std::lock_guard lock(mu_);
+      sessions_.emplace(name, std::move(s));
+    } catch (const std::exception& e) {
+      spdlog::error("a cached session cannot be loaded and is skipped: {}", e.what());
+    }
+  }
+  spdlog::info("cache holds {} sessions", sessions_.size());
+}
+
+std::shared_ptr<Session> SessionCache::load(const std::string& id) {
+  auto s = std::make_shared<Session>(id, root_ / "sessions" / id);
+  s->manifest = decode_manifest(read_path(s->dir / "manifest"));
+  // Unknown until the first snapshot: recovery compares the tree to the manifest.
+  s->change_gen = 1;
+  return s;
+}
+
+void SessionCache::recover() {
+  std::vector<std::string> ids;
+  for (const auto& s : list()) ids.push_back(s->id);
+  if (!ids.empty()) client_.subscribe(ids);
+  for (const auto& id : ids) queue_.urgent(id);
+}
+
+std::shared_ptr<Session> SessionCache::find(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<Session>> SessionCache::list() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<Session>> out;
+  for (const auto& [id, s] : sessions_) out.push_back(s);
+  return out;
+}
+
+std::string SessionCache::last_error() const {
+  std::lock_guard lock(mu_);
+  return last_error_;
+}
+
+void SessionCache::set_error(Session& s, const std::string& e) {
+  {
+    std::lock_guard lock(s.state_mu);
+    s.last_error = e;
+  }
+  std::lock_guard lock(mu_);
+  last_error_ = e;
+}
+
+std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
+  if (auto s = find(id)) return s;
+  wire::FetchSession req;
+  req.set_session_id(id);
+  wire::FetchReply reply;
+  try {
+    reply = client_.fetch(req);
+  } catch (const RequestError& e) {
+    if (e.code() == wire::NOT_FOUND) throw Errno{ENOENT};
+    spdlog::warn("fetching a session failed: {}", wire::ErrorCode_Name(e.code()));
+    throw Errno{EIO};
+  }
+  // Written beside the cache under a name that is not a valid id, then renamed
+  // into place: a crash never leaves a half-fetched session that looks dirty.
+  const fs::path tmp = root_ / "sessions" / (".fetch-" + random_hex());
+  fs::create_directories(tmp / "files");
+  Session staging(id, tmp);
+  apply(staging, reply, {});
+  std::lock_guard lock(mu_);
+  if (auto it = sessions_.find(id); it != sessions_.end()) {
+    fs::remove_all(tmp);
+    return it->second;
+  }
+  fs::rename(tmp, root_ / "sessions" / id);
+  auto s = load(id);
+  s->change_gen = 0;
+  sessions_.emplace(id, s);
+  client_.subscribe({id});
+  return s;
+}
+
+std::shared_ptr<Session> SessionCache::create(const std::string& id) {
+  std::shared_ptr<Session> s;
+  {
+    std::lock_guard lock(mu_);
+    if (sessions_.contains(id)) throw Errno{EEXIST};
+    const fs::path dir = root_ / "sessions" / id;
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    fs::create_directories(dir / "files");
+    s = std::make_shared<Session>(id, dir);
+    write_manifest(*s, s->manifest);
+    sessions_.emplace(id, s);
+  }
+  client_.subscribe({id});
+  ++s->change_gen;
+  queue_.changed(id);
+  return s;
+}
+
+void SessionCache::remove(const std::string& id) {
+  auto s = find(id);
+  if (!s) throw Errno{ENOENT};
+  std::lock_guard commit_lock(s->commit_mu);
+  if (!fs::is_empty(s->files())) throw Errno{ENOTEMPTY};
+  wire::DeleteSession req;
+  req.set_session_id(id);
+  {
+    std::lock_guard lock(s->state_mu);
+    req.set_writer_epoch(s->manifest.epoch);
+  }
+  try {
+    client_.delete_session(req);
+  } catch (const RequestError& e) {
+    if (e.code() != wire::NOT_FOUND) {
+      spdlog::warn("deleting a session failed: {}", wire::ErrorCode_Name(e.code()));
+      throw Errno{e.code() == wire::STALE_EPOCH || e.code() == wire::NOT_OWNER ? EPERM : EIO};
+    }
+  }
+  client_.unsubscribe({id});
+  forget(id, true);
+  std::lock_guard lock(s->state_mu);
+  s->deleted = true;
+  s->committed_cv.notify_all();
+}
+
+void SessionCache::forget(const std::string& id, bool remove_files) {
+  std::shared_ptr<Session> s;
+  {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) return;
+    s = it->second;
+    sessions_.erase(it);
+  }
+  if (remove_files) {
+    const fs::path trash = root_ / "sessions" / (".trash-" + random_hex());
+    std::error_code ec;
+    fs::rename(s->dir, trash, ec);
+    fs::remove_all(ec ? s->dir : trash, ec);
+  }
+}
+
+void SessionCache::note_change(Session& s) {
+  ++s.change_gen;
+  queue_.changed(s.id);
+}
+
+void SessionCache::sync(Session& s) {
+  const std::uint64_t gen = s.change_gen;
+  queue_.urgent(s.id);
+  std::unique_lock lock(s.state_mu);
+  const bool done = s.committed_cv.wait_for(lock, cfg_.commit_fsync_timeout,
+                                            [&] { return s.committed_gen >= gen || s.deleted; });
+  if (!done || s.rejected_gen >= gen) throw Errno{EIO};
+}
+
+void SessionCache::remote_changed(const std::string& id, std::uint64_t version,
+                                  const std::string& writer) {
+  auto s = find(id);
+  if (!s || writer == cfg_.engine_id) return;
+  std::uint64_t seen = s->remote_version;
+  while (version > seen && !s->remote_version.compare_exchange_weak(seen, version)) {
+  }
+  queue_.urgent(id);
+}
+
+void SessionCache::remote_deleted(const std::string& id) {
+  auto s = find(id);
+  if (!s) return;
+  s->remote_deleted = true;
+  queue_.urgent(id);
+}
+
+void SessionCache::reconnected() {
+  for (const auto& s : list()) {
+    s->check_remote = true;
+    queue_.urgent(s->id);
+  }
+}
+
+bool SessionCache::process(const std::string& id) {
+  auto s = find(id);
+  if (!s) return true;
+  std::lock_guard commit_lock(s->commit_mu);
+  if (s->deleted) return true;
+  if (s->remote_deleted) {
+    Snapshot snap;
+    {
+      std::unique_lock tree(s->tree_lock);
+      snap = take_snapshot(*s);
+    }
+    Manifest m;
+    {
+      std::lock_guard lock(s->state_mu);
+      m = s->manifest;
+      s->deleted = true;
+      s->committed_cv.notify_all();
+    }
+    if (!compute_delta(m, snap).empty()) quarantine(id, snap, "deleted remotely");
+    forget(id, true);
+    if (on_vanished) on_vanished(id);
+    return true;
+  }
+  bool applying, newer;
+  {
+    std::lock_guard lock(s->state_mu);
+    applying = s->manifest.applying;
+    newer = s->remote_version > s->manifest.version;
+  }
+  if (applying || newer || s->check_remote.exchange(false)) {
+    if (!adopt(*s, applying ? "resume" : "remote change")) {
+      s->check_remote = true;
+      return false;
+    }
+  }
+  if (!resend_unsettled(*s)) return false;
+  return commit(*s);
+}
+
+bool SessionCache::resend_unsettled(Session& s) {
+  wire::CommitSession req;
+  std::uint64_t gen;
+  {
+    std::lock_guard lock(s.state_mu);
+    if (!s.unsettled) return true;
+    req = *s.unsettled;
+    gen = s.unsettled_gen;
+  }
+  try {
+    const auto reply = client_.commit(req);
+    std::lock_guard lock(s.state_mu);
+    Manifest m = s.manifest;
+    for (const auto& f : req.changed()) {
+      m.entries[f.path()] = {f.kind(), f.mode(), f.size(), f.sha256()};
+    }
+    for (const auto& p : req.deleted()) m.entries.erase(p);
+    m.version = reply.version();
+    m.epoch = reply.epoch();
+    write_manifest(s, m);
+    s.manifest = std::move(m);
+    s.unsettled.reset();
+    s.committed_gen = std::max(s.committed_gen, gen);
+    s.committed_cv.notify_all();
+    return true;
+  } catch (const RequestError& e) {
+    if (transient(e.code())) return false;
+    std::lock_guard lock(s.state_mu);
+    s.unsettled.reset();  // commit() below meets the same rejection and handles it
+    return true;
+  }
+}
+
+bool SessionCache::commit(Session& s) {
+  Snapshot snap;
+  std::uint64_t gen;
+  {
+    std::unique_lock tree(s.tree_lock);
+    gen = s.change_gen;
+    snap = take_snapshot(s);
+  }
+  Manifest base;
+  {
+    std::lock_guard lock(s.state_mu);
+    if (s.committed_gen >= gen) return true;
+    base = s.manifest;
+  }
+  std::int64_t total = 0;
+  for (const auto& [p, f] : snap) total += static_cast<std::int64_t>(f.entry.size);
+  s.bytes = total;
+  const Delta delta = compute_delta(base, snap);
+  if (delta.empty() && base.version > 0) {
+    std::lock_guard lock(s.state_mu);
+    s.committed_gen = std::max(s.committed_gen, gen);
+    s.dirty_bytes = 0;
+    s.committed_cv.notify_all();
+    return true;
+  }
+  wire::CommitSession req;
+  req.set_session_id(s.id);
+  req.set_writer_epoch(base.epoch);
+  req.set_base_version(base.version);
+  req.set_create(base.version == 0);
+  req.set_idempotency_key(cfg_.engine_id + "/" + s.id + "/" + random_hex());
+  std::uint64_t dirty = 0;
+  for (const auto& p : delta.changed) {
+    const SnapshotFile& f = snap.at(p);
+    auto* e = req.add_changed();
+    e->set_path(p);
+    e->set_kind(f.entry.kind);
+    e->set_mode(f.entry.mode);
+    e->set_size(f.entry.size);
+    e->set_mtime_ns(f.mtime_ns);
+    e->set_sha256(f.entry.sha256);
+    e->set_content(f.content);
+    dirty += f.entry.size;
+  }
+  for (const auto& p : delta.deleted) req.add_deleted(p);
+  s.dirty_bytes = dirty;
+  {
+    std::lock_guard lock(s.state_mu);
+    s.unsettled = req;
+    s.unsettled_gen = gen;
+  }
+  const auto started = Clock::now();
+  try {
+    const auto reply = client_.commit(req);
+    Manifest m = manifest_of(snap, reply.version(), reply.epoch());
+    std::lock_guard lock(s.state_mu);
+    write_manifest(s, m);
+    s.manifest = std::move(m);
+    s.unsettled.reset();
+    s.committed_gen = std::max(s.committed_gen, gen);
+    if (s.change_gen == gen) s.dirty_bytes = 0;
+    s.last_error.clear();
+    s.committed_cv.notify_all();
+    ++counters.commits_ok;
+    spdlog::debug(
+        "session {} committed version {} ({} changed, {} deleted, {} ms)", s.id, reply.version(),
+        delta.changed.size(), delta.deleted.size(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+    return true;
+  } catch (const RequestError& e) {
+    const std::string code = wire::ErrorCode_Name(e.code());
+    if (transient(e.code())) {
+      ++counters.commits_failed;
+      set_error(s, "commit failed: " + code);
+      spdlog::warn("commit failed, will retry: {}", code);
+      return false;
+    }
+    {
+      std::lock_guard lock(s.state_mu);
+      s.unsettled.reset();
+    }
+    ++counters.commits_rejected;
+    set_error(s, "commit rejected: " + code);
+    spdlog::warn("commit rejected ({}); the local snapshot is kept in quarantine", code);
+    if (e.code() == wire::NOT_FOUND) {
+      s.remote_deleted = true;
+      return false;  // the next run quarantines and drops the session
+    }
+    if (e.code() == wire::VERSION_CONFLICT || e.code() == wire::STALE_EPOCH ||
+        e.code() == wire::NOT_OWNER || e.code() == wire::ALREADY_EXISTS) {
+      {
+        std::lock_guard lock(s.state_mu);
+        s.rejected_gen = gen;
+      }
+      return adopt(s, "commit rejected: " + code, true);
+    }
+    // TOO_LARGE, BAD_REQUEST: the snapshot cannot ever land; keep it aside and
+    // keep the local tree, so the next change retries.
+    quarantine(s.id, snap, "commit rejected: " + code);
+    std::lock_guard lock(s.state_mu);
+    s.rejected_gen = gen;
+    s.committed_gen = std::max(s.committed_gen, gen);
+    s.committed_cv.notify_all();
+    return true;
+  }
+}
+
+bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
+  wire::FetchSession req;
+  req.set_session_id(s.id);
+  {
+    std::lock_guard lock(s.state_mu);
+    if (!force && !s.manifest.applying) req.set_if_newer_than(s.manifest.version);
+  }
+  wire::FetchReply reply;
+  try {
+    reply = client_.fetch(req);
+  } catch (const RequestError& e) {
+    if (e.code() == wire::NOT_FOUND) {
+      s.remote_deleted = true;
+      return false;
+    }
+    set_error(s, "fetch failed: " + wire::ErrorCode_Name(e.code()));
+    return false;
+  }
+  if (reply.not_modified()) return true;
+  TouchedPaths touched;
+  {
+    std::unique_lock tree(s.tree_lock);
+    const std::uint64_t gen = s.change_gen;
+    Snapshot local = take_snapshot(s);
+    bool dirty;
+    {
+      std::lock_guard lock(s.state_mu);
+      dirty = !s.manifest.applying && !compute_delta(s.manifest, local).empty();
+    }
+    if (dirty) quarantine(s.id, local, reason);
+    touched = apply(s, reply, local);
+    std::lock_guard lock(s.state_mu);
+    if (dirty) s.rejected_gen = std::max(s.rejected_gen, gen);
+    s.committed_gen = std::max(s.committed_gen, gen);
+    s.dirty_bytes = 0;
+    s.committed_cv.notify_all();
+  }
+  ++counters.adopted;
+  spdlog::debug("session {} adopted remote version {}", s.id, reply.info().version());
+  if (on_adopted) on_adopted(s, touched);
+  return true;
+}
+
+Snapshot SessionCache::take_snapshot(Session& s) {
+  Snapshot snap;
+  const fs::path base = s.files();
+  for (auto it = fs::recursive_directory_iterator(base); it != fs::recursive_directory_iterator();
+       ++it) {
+    const fs::path& p = it->path();
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) continue;
+    SnapshotFile f;
+    f.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    f.entry.mode = st.st_mode & 07777;
+    if (S_ISDIR(st.st_mode)) {
+      f.entry.kind = wire::DIRECTORY;
+    } else if (S_ISLNK(st.st_mode)) {
+      f.entry.kind = wire::SYMLINK;
+      f.content = fs::read_symlink(p).string();
+      f.entry.mode = 0777;
+    } else if (S_ISREG(st.st_mode)) {
+      f.entry.kind = wire::REGULAR;
+      f.content = read_path(p);
+    } else {
+      continue;
+    }
+    f.entry.size = f.content.size();
+    if (f.entry.kind != wire::DIRECTORY) f.entry.sha256 = sha256(f.content);
+    snap.emplace(fs::relative(p, base).generic_string(), std::move(f));
+  }
+  return snap;
+}
+
+TouchedPaths SessionCache::apply(Session& s, const wire::FetchReply& reply, const Snapshot& local) {
+  Manifest target;
+  target.version = reply.info().version();
+  target.epoch = reply.info().epoch();
+  target.applying = true;
+  for (const auto& f : reply.files()) {
+    if (!valid_session_path(f.path())) {
+      spdlog::warn("ignoring a remote file with an invalid path: {}", path_problem(f.path()));
+      continue;
+    }
+    ManifestEntry e{f.kind(), f.mode() & 07777, f.content().size(), {}};
+    if (f.kind() == wire::SYMLINK) e.mode = 0777;
+    if (f.kind() != wire::DIRECTORY) e.sha256 = sha256(f.content());
+    target.entries.emplace(f.path(), e);
+  }
+  write_manifest(s, target);
+  TouchedPaths touched;
+  const fs::path base = s.files();
+  // Children sort after their parents, so reverse order removes them first.
+  for (auto it = local.rbegin(); it != local.rend(); ++it) {
+    auto t = target.entries.find(it->first);
+    if (t == target.entries.end() || t->second.kind != it->second.entry.kind) {
+      std::error_code ec;
+      fs::remove_all(base / it->first, ec);
+      touched.push_back(it->first);
+    }
+  }
+  std::vector<const wire::FileEntry*> files;
+  for (const auto& f : reply.files()) {
+    if (target.entries.contains(f.path())) files.push_back(&f);
+  }
+  std::sort(files.begin(), files.end(), [](auto* a, auto* b) { return a->path() < b->path(); });
+  for (const auto* f : files) {
+    const ManifestEntry& want = target.entries.at(f->path());
+    auto have = local.find(f->path());
+    if (have != local.end() && have->second.entry == want) continue;
+    const fs::path p = base / f->path();
+    switch (f->kind()) {
+      case wire::DIRECTORY:
+        if (::mkdir(p.c_str(), want.mode) != 0 && errno != EEXIST) {
+          throw std::system_error(errno, std::generic_category(), "mkdir");
+        }
+        ::chmod(p.c_str(), want.mode);
+        break;
+      case wire::SYMLINK: {
+        std::error_code ec;
+        fs::remove(p, ec);
+        fs::create_symlink(f->content(), p);
+        break;
+      }
+      default:
+        write_in_place(p, f->content(), want.mode);
+        break;
+    }
+    touched.push_back(f->path());
+  }
+  target.applying = false;
+  write_manifest(s, target);
+  {
+    std::lock_guard lock(s.state_mu);
+    s.manifest = target;
+  }
+  return touched;
+}
+
+void SessionCache::quarantine(const std::string& id, const Snapshot& snap,
+                              const std::string& reason) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  const fs::path dir = root_ / "quarantine" / (id + "." + std::to_string(ms) + "." + random_hex());
+  try {
+    fs::create_directories(dir / "files");
+    for (const auto& [path, f] : snap) {
+      const fs::path p = dir / "files" / path;
+      if (f.entry.kind == wire::DIRECTORY) {
+        fs::create_directories(p);
+      } else if (f.entry.kind == wire::SYMLINK) {
+        fs::create_directories(p.parent_path());
+        fs::create_symlink(f.content, p);
+      } else {
+        fs::create_directories(p.parent_path());
+        write_in_place(p, f.content, f.entry.mode);
+      }
+    }
+    write_file_atomically(dir / "reason", reason + "\n");
+    ++counters.quarantined;
+    spdlog::warn("kept a session snapshot in quarantine ({})", reason);
+    spdlog::debug("quarantined session {} in {}", id, dir.string());
+  } catch (const std::exception& e) {
+    spdlog::error("quarantine failed: {}", e.what());
+  }
+}
+
+void SessionCache::write_manifest(const Session& s, const Manifest& m) {
+  write_file_atomically(s.dir / "manifest", encode_manifest(m));
+}
+
+}  // namespace cookiefs::mount

@@ -1,0 +1,147 @@
+// SessionCache: the sessions this mount holds, as plain files under
+// <cache-dir>/sessions/<id>/files plus a manifest of what PostgreSQL has, and
+// every transition between the two: create (mkdir), fetch (lookup of an
+// unknown id), snapshot + commit, adoption of a remote version, quarantine of
+// a rejected snapshot, delete (rmdir), and recovery at start-up.
+//
+// Lock order (outer first): Session::commit_mu → Session::tree_lock →
+// Session::state_mu → SessionCache::mu_. InodeTable's lock is a leaf and is
+// never held while taking any of these. Kernel notifications are sent with no
+// session lock held (the kernel may be waiting on a request that needs one).
+//
+// Thread-safety: every public method may be called from any thread except the
+// storage client's I/O thread (they may block on the network).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "commit_queue.hpp"
+#include "manifest.hpp"
+#include "mount_config.hpp"
+#include "storage_client.hpp"
+
+namespace cookiefs::mount {
+
+// An error for the kernel: converted to -errno at the FUSE boundary.
+struct Errno {
+  int code;
+};
+
+struct Session {
+  Session(std::string id_, std::filesystem::path dir_) : id(std::move(id_)), dir(std::move(dir_)) {}
+  const std::string id;
+  const std::filesystem::path dir;  // <cache-dir>/sessions/<id>
+  std::filesystem::path files() const { return dir / "files"; }
+
+  // Held shared by every mutating FUSE request for the duration of its
+  // syscalls, exclusive by snapshots and remote adoption: a snapshot is then
+  // one instant of the application's view.
+  std::shared_mutex tree_lock;
+  // Serialises commit/adopt/delete of this session (one in flight).
+  std::mutex commit_mu;
+  // Counts mutations; bumped under tree_lock (shared) after each one.
+  std::atomic<std::uint64_t> change_gen{0};
+  std::atomic<std::int64_t> bytes{0};  // approximate between snapshots
+  std::atomic<std::uint64_t> dirty_bytes{0};
+  std::atomic<std::uint64_t> remote_version{0};  // highest version announced by events
+  std::atomic<bool> remote_deleted{false};
+  std::atomic<bool> check_remote{false};  // reconnected: ask for newer versions
+
+  std::mutex state_mu;  // guards the fields below
+  std::condition_variable committed_cv;
+  Manifest manifest;
+  std::uint64_t committed_gen = 0;
+  std::uint64_t rejected_gen = 0;  // changes up to this gen were quarantined
+  std::string last_error;
+  bool deleted = false;
+  std::optional<wire::CommitSession> unsettled;  // sent, outcome unknown
+  std::uint64_t unsettled_gen = 0;
+};
+
+// Paths (session-relative) that a remote adoption touched; "" is the session root.
+using TouchedPaths = std::vector<std::string>;
+
+struct CacheCounters {
+  std::atomic<std::uint64_t> commits_ok{0};
+  std::atomic<std::uint64_t> commits_failed{0};
+  std::atomic<std::uint64_t> commits_rejected{0};
+  std::atomic<std::uint64_t> adopted{0};
+  std::atomic<std::uint64_t> quarantined{0};
+};
+
+class SessionCache {
+ public:
+  SessionCache(const MountConfig& cfg, StorageClient& client, CommitQueue& queue);
+  ~SessionCache();
+
+  // Creates the cache layout and takes its flock (throws std::runtime_error
+  // "cache dir in use" when another daemon holds it). Loads cached sessions.
+  void open();
+  // After the client started: subscribe and queue recovery of every session.
+  void recover();
+
+  std::shared_ptr<Session> find(const std::string& id) const;
+  // find(), else fetch from storage. Throws Errno (ENOENT, EIO).
+  std::shared_ptr<Session> get_or_fetch(const std::string& id);
+  // mkdir at the root. Throws Errno (EEXIST, EIO).
+  std::shared_ptr<Session> create(const std::string& id);
+  // rmdir at the root. Throws Errno (ENOENT, ENOTEMPTY, EIO).
+  void remove(const std::string& id);
+  std::vector<std::shared_ptr<Session>> list() const;
+
+  // After a mutation, with tree_lock still held shared.
+  void note_change(Session& s);
+  // fsync: waits until every change so far is in PostgreSQL. Throws Errno(EIO).
+  void sync(Session& s);
+
+  // Storage events (any thread; only flags and queues).
+  void remote_changed(const std::string& id, std::uint64_t version, const std::string& writer);
+  void remote_deleted(const std::string& id);
+  void reconnected();
+
+  // The commit queue's work function.
+  bool process(const std::string& id);
+
+  // Called after a remote adoption, with no lock held.
+  std::function<void(Session&, const TouchedPaths&)> on_adopted;
+  // Called after a session vanished (remote delete), with no lock held.
+  std::function<void(const std::string& id)> on_vanished;
+
+  CacheCounters counters;
+  std::string last_error() const;
+  const MountConfig& config() const { return cfg_; }
+
+ private:
+  std::shared_ptr<Session> load(const std::string& id);
+  Snapshot take_snapshot(Session& s);  // tree_lock held exclusive by the caller
+  bool commit(Session& s);
+  bool adopt(Session& s, const std::string& reason, bool force = false);
+  bool resend_unsettled(Session& s);
+  // tree_lock exclusive; `local` is the tree's current snapshot.
+  TouchedPaths apply(Session& s, const wire::FetchReply& reply, const Snapshot& local);
+  void quarantine(const std::string& id, const Snapshot& snap, const std::string& reason);
+  void write_manifest(const Session& s, const Manifest& m);
+  void set_error(Session& s, const std::string& e);
+  void forget(const std::string& id, bool remove_files);
+
+  const MountConfig& cfg_;
+  StorageClient& client_;
+  CommitQueue& queue_;
+  std::filesystem::path root_;
+  int lock_fd_ = -1;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_;
+  std::string last_error_;
+};
+
+}  // namespace cookiefs::mount

@@ -1,0 +1,217 @@
+"""The mount's documented errors and its behaviour at the edges:
+invalid names (EINVAL / ENAMETOOLONG), over-limit file (EFBIG) and session
+(EDQUOT), hard links and mknod (EPERM), unmounting with open files, a
+storage service that is down when the mount starts, a missing or busy
+mountpoint (exit 2), and --help / --version.
+"""
+
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+import sys
+import threading
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+FILE_LIMIT = 64 * 1024
+SESSION_LIMIT = 256 * 1024
+BAD_NAME = (errno.EINVAL, errno.ENAMETOOLONG)
+
+
+class Errors(harness.StackTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.m = cls.stack.mount("limited", **{"limits-max-file-bytes": FILE_LIMIT,
+                                              "limits-max-session-bytes": SESSION_LIMIT})
+
+    def session(self, name):
+        path = self.m.session(name)
+        os.mkdir(path)
+        return path
+
+    def test_invalid_session_names(self):
+        self.assertErrno(errno.EINVAL, os.mkdir, os.path.join(self.m.path, "bad name"),
+                         what="mkdir of a session id with a space")
+        self.assertErrno(errno.EINVAL, os.mkdir, os.path.join(self.m.path, "semi;colon"),
+                         what="mkdir of a session id with ';'")
+        self.assertErrno(errno.EINVAL, os.mkdir, os.path.join(self.m.path, ".hidden"),
+                         what="mkdir of a session id with a leading '.'")
+        self.assertErrno(errno.ENAMETOOLONG, os.mkdir, os.path.join(self.m.path, "x" * 129),
+                         what="mkdir of a 129-character session id")
+        os.mkdir(os.path.join(self.m.path, "y" * 128))  # the longest valid id
+        self.assertErrno((errno.EPERM, errno.EINVAL, errno.EACCES), harness.write_bytes,
+                         os.path.join(self.m.path, "file-in-root"), b"x",
+                         what="creating a regular file in the mount root")
+        self.assertErrno((errno.EROFS, errno.EPERM, errno.EACCES), harness.write_bytes,
+                         os.path.join(self.m.path, ".cookiefs", "new"), b"x",
+                         what="creating a file in .cookiefs/")
+
+    def test_invalid_paths_inside_a_session(self):
+        top = self.session("names")
+        deep = os.path.join(top, *"abcdefg")  # 7 components
+        os.makedirs(deep)
+        harness.write_bytes(os.path.join(deep, "h"), b"8 components is the limit")
+        os.mkdir(os.path.join(deep, "h2"))
+        self.assertErrno(BAD_NAME, harness.write_bytes, os.path.join(deep, "h2", "i"), b"x",
+                         what="creating a file 9 components deep")
+        self.assertErrno(BAD_NAME, os.mkdir, os.path.join(deep, "h2", "i"),
+                         what="mkdir 9 components deep")
+        long_dirs = os.path.join(top, *(c * 250 for c in "pqrs"))  # 1003 characters
+        os.makedirs(long_dirs)
+        self.assertErrno(BAD_NAME, harness.write_bytes, os.path.join(long_dirs, "z" * 30), b"x",
+                         what="creating a file whose session path exceeds 1024 characters")
+
+    def test_file_over_limit_is_efbig(self):
+        top = self.session("file-limit")
+        ok = os.path.join(top, "at-limit")
+        harness.write_bytes(ok, b"a" * FILE_LIMIT)
+        self.assertEqual(os.path.getsize(ok), FILE_LIMIT)
+        big = os.path.join(top, "over-limit")
+        self.assertErrno(errno.EFBIG, harness.write_bytes, big, b"b" * (FILE_LIMIT + 1),
+                         what=f"writing {FILE_LIMIT + 1} bytes with max file {FILE_LIMIT}")
+        self.assertLessEqual(os.path.getsize(big), FILE_LIMIT)
+        self.assertErrno(errno.EFBIG, os.truncate, ok, FILE_LIMIT + 1,
+                         what="truncate (grow) past the file limit")
+        fd = os.open(ok, os.O_WRONLY)
+        try:
+            self.assertErrno(errno.EFBIG, os.pwrite, fd, b"c", FILE_LIMIT,
+                             what="pwrite one byte past the file limit")
+        finally:
+            os.close(fd)
+
+    def test_session_over_limit_is_edquot(self):
+        top = self.session("session-limit")
+        chunk = b"s" * 60000
+        written = 0
+        for i in range(SESSION_LIMIT // len(chunk)):
+            harness.write_bytes(os.path.join(top, f"f{i}"), chunk)
+            written += len(chunk)
+        self.assertErrno(errno.EDQUOT, harness.write_bytes, os.path.join(top, "one-more"), chunk,
+                         what=f"writing past the session limit ({written} + {len(chunk)} > "
+                              f"{SESSION_LIMIT})")
+        # Freeing space makes room again.
+        os.unlink(os.path.join(top, "f0"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(top, "one-more"))
+        harness.write_bytes(os.path.join(top, "after-unlink"), chunk)
+
+    def test_hard_links_and_mknod_are_eperm(self):
+        top = self.session("special")
+        target = os.path.join(top, "cookies.sqlite")
+        harness.write_bytes(target, b"x")
+        self.assertErrno(errno.EPERM, os.link, target, os.path.join(top, "hard"),
+                         what="link()")
+        self.assertErrno(errno.EPERM, os.mkfifo, os.path.join(top, "fifo"), what="mkfifo()")
+        self.assertErrno(errno.EPERM, os.mknod, os.path.join(top, "chr"),
+                         stat.S_IFCHR | 0o600, os.makedev(1, 3), what="mknod(S_IFCHR)")
+        # Symlinks are allowed (Chromium's Default/Cookies may be one).
+        os.symlink("cookies.sqlite", os.path.join(top, "link"))
+        self.assertEqual(harness.read_bytes(os.path.join(top, "link")), b"x")
+
+    def test_unmount_with_open_files(self):
+        u = self.stack.mount("open-files")
+        os.mkdir(u.session("open"))
+        path = os.path.join(u.session("open"), "cookies.txt")
+        wfd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(wfd, b"written before SIGTERM\n")
+        rfd = os.open(path, os.O_RDONLY)
+        try:
+            code = u.stop()
+            self.assertEqual(code, 0, "cookiefs did not exit 0 on SIGTERM with open files")
+            self.assertFalse(harness.mount_table_has(u.path), "mount still in /proc/mounts")
+            # Using the stale descriptors must fail, not hang.
+            outcome = {}
+
+            def use_stale():
+                try:
+                    os.write(wfd, b"after\n")
+                    outcome["write"] = "ok"
+                except OSError as exc:
+                    outcome["write"] = exc.errno
+                try:
+                    os.pread(rfd, 10, 0)
+                    outcome["read"] = "ok"
+                except OSError as exc:
+                    outcome["read"] = exc.errno
+
+            t = threading.Thread(target=use_stale, daemon=True)
+            t.start()
+            t.join(30)
+            self.assertFalse(t.is_alive(), "I/O on a descriptor of the unmounted fs hangs")
+            self.assertNotEqual(outcome.get("write"), "ok",
+                                "write to the unmounted fs reported success")
+        finally:
+            for fd in (wfd, rfd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        # The write made before SIGTERM survives: restart, then a fresh mount has it.
+        u.start()
+        self.assertEqual(harness.read_bytes(path), b"written before SIGTERM\n")
+        fresh = self.stack.mount()
+        harness.poll(lambda: harness.read_bytes(os.path.join(fresh.session("open"),
+                                                             "cookies.txt")) ==
+                     b"written before SIGTERM\n", harness.PROPAGATION_DEADLINE,
+                     what="the write made before SIGTERM to reach a fresh mount")
+
+    def test_storage_down_at_mount_time(self):
+        d = self.stack.mount("offline")
+        os.mkdir(d.session("offline"))
+        cached = os.path.join(d.session("offline"), "cookies.txt")
+        harness.write_bytes(cached, b"cached\n", fsync=True)
+        self.assertEqual(d.stop(), 0)
+        self.stack.stop_storage()
+        try:
+            d.start()  # must come up without the storage service
+            self.assertEqual(harness.read_bytes(cached), b"cached\n",
+                             "cached data unreadable while storage is down")
+            status = d.status_text()
+            self.assertIn("disconnected", status.lower(),
+                          f".cookiefs/ does not say disconnected:\n{status}")
+            # Writes go to the local write-back journal meanwhile.
+            harness.write_bytes(os.path.join(d.session("offline"), "later.txt"), b"offline\n")
+        finally:
+            self.stack.start_storage()
+        harness.poll(lambda: "disconnected" not in d.status_text().lower(),
+                     harness.START_TIMEOUT + harness.PROPAGATION_DEADLINE,
+                     what="the mount to reconnect after the storage service came back")
+        fresh = self.stack.mount()
+        harness.poll(lambda: harness.read_bytes(os.path.join(fresh.session("offline"),
+                                                             "later.txt")) == b"offline\n",
+                     harness.PROPAGATION_DEADLINE,
+                     what="a write made while disconnected to drain to PostgreSQL")
+
+    def test_missing_or_busy_mountpoint_exits_2(self):
+        base = [harness.binary("cookiefs"), "--storage", f"127.0.0.1:{self.stack.storage_port}",
+                "--metrics-listen", "", "-f"]
+        missing = os.path.join(self.stack.root, "no-such-dir")
+        res = subprocess.run(base + ["--engine-id", "e-missing", "--cache-dir",
+                                     self.stack.scratch("c"), missing],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(res.returncode, 2, f"missing mountpoint: {res.stderr.strip()}")
+        self.assertEqual(len(res.stderr.strip().splitlines()), 1,
+                         f"error is not one line: {res.stderr!r}")
+        res = subprocess.run(base + ["--engine-id", "e-busy", "--cache-dir",
+                                     self.stack.scratch("c"), self.m.path],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(res.returncode, 2, f"busy mountpoint: {res.stderr.strip()}")
+        self.assertTrue(os.path.isdir(os.path.join(self.m.path, ".cookiefs")),
+                        "the existing mount was harmed by the second cookiefs")
+
+    def test_help_and_version(self):
+        for component in ("cookiefs", "storage-service"):
+            for flag in ("--help", "--version"):
+                res = subprocess.run([harness.binary(component), flag], capture_output=True,
+                                     text=True, timeout=30)
+                self.assertEqual(res.returncode, 0, f"{component} {flag}: {res.stderr}")
+                self.assertTrue(res.stdout.strip(), f"{component} {flag} printed nothing")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

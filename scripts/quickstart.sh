@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Quick start: install what is missing, build, and run the whole stack locally:
+#   - a private PostgreSQL 15 cluster in .state/pg (scripts/pg-cluster.sh),
+#   - storage-service on 127.0.0.1:7070 (log: .state/storage-service.log),
+#   - a cookiefs mount at .state/mnt with its cache in .state/cache, when the
+#     cookiefs binary is part of the build (log: .state/cookiefs.log).
+# Re-running it stops what it started before and starts again. Stop with
+# scripts/stop.sh. Ports may be changed with COOKIEFS_PG_PORT,
+# COOKIEFS_STORAGE_PORT, COOKIEFS_STORAGE_METRICS_PORT, COOKIEFS_MOUNT_METRICS_PORT.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+state="$root/.state"
+build="$root/build"
+pg_port=${COOKIEFS_PG_PORT:-55432}
+storage_port=${COOKIEFS_STORAGE_PORT:-7070}
+storage_metrics_port=${COOKIEFS_STORAGE_METRICS_PORT:-9102}
+mount_metrics_port=${COOKIEFS_MOUNT_METRICS_PORT:-9101}
+deadline_s=60
+
+say() { printf '\033[1mquickstart:\033[0m %s\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+# Polls a condition (a shell command) until it holds or deadline_s passes.
+wait_for() {
+  local end=$((SECONDS + deadline_s))
+  until "$@"; do
+    ((SECONDS < end)) || return 1
+    sleep 0.2
+  done
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+alive() { kill -0 "$1" 2>/dev/null; }
+
+say "checking packages"
+bash "$root/scripts/ensure-packages.sh"
+
+say "building (build/)"
+cmake -S "$root" -B "$build" -G Ninja >/dev/null
+cmake --build "$build"
+
+storage_bin="$build/storage-service/storage-service"
+mount_bin="$build/cookiefs/cookiefs"
+[[ -x "$storage_bin" ]] || die "$storage_bin was not built; cannot start the stack"
+
+# Idempotence: whatever a previous run left running goes first.
+bash "$root/scripts/stop.sh" --quiet
+mkdir -p "$state"
+
+say "starting PostgreSQL (.state/pg, port $pg_port)"
+database_url=$(bash "$root/scripts/pg-cluster.sh" start "$state/pg" "$pg_port")
+
+say "starting storage-service (127.0.0.1:$storage_port)"
+# The URL goes through the environment: flags are visible in ps to every user.
+COOKIEFS_DATABASE_URL="$database_url" setsid "$storage_bin" \
+  --listen "127.0.0.1:$storage_port" --metrics-listen "127.0.0.1:$storage_metrics_port" \
+  </dev/null >"$state/storage-service.log" 2>&1 &
+storage_pid=$!
+echo "$storage_pid" >"$state/storage-service.pid"
+ready_storage() { alive "$storage_pid" && port_open "$storage_port"; }
+if ! wait_for ready_storage; then
+  tail -20 "$state/storage-service.log" >&2
+  die "storage-service did not start listening on $storage_port (log: .state/storage-service.log)"
+fi
+
+mount_line="not started: $mount_bin is not built yet"
+example=""
+if [[ -x "$mount_bin" ]]; then
+  say "starting cookiefs mount (.state/mnt)"
+  mkdir -p "$state/mnt" "$state/cache"
+  engine_id="quickstart-$(hostname -s | tr -c 'A-Za-z0-9._-\n' '-')"
+  setsid "$mount_bin" --storage "127.0.0.1:$storage_port" --engine-id "$engine_id" \
+    --cache-dir "$state/cache" --metrics-listen "127.0.0.1:$mount_metrics_port" -f "$state/mnt" \
+    </dev/null >"$state/cookiefs.log" 2>&1 &
+  mount_pid=$!
+  echo "$mount_pid" >"$state/cookiefs.pid"
+  ready_mount() { alive "$mount_pid" && mountpoint -q "$state/mnt"; }
+  if ! wait_for ready_mount; then
+    tail -20 "$state/cookiefs.log" >&2
+    die "cookiefs did not mount .state/mnt (log: .state/cookiefs.log)"
+  fi
+  mount_line="mounted at $state/mnt (pid $mount_pid, engine id $engine_id, cache .state/cache, metrics 127.0.0.1:$mount_metrics_port)"
+  example="mkdir $state/mnt/demo && sqlite3 $state/mnt/demo/cookies.sqlite 'create table c(v); insert into c values(1)'"
+fi
+
+cat <<EOF
+
+cookiefs is running:
+  PostgreSQL       $database_url   (data and log: .state/pg/)
+  storage-service  127.0.0.1:$storage_port (pid $storage_pid, metrics 127.0.0.1:$storage_metrics_port, log: .state/storage-service.log)
+  cookiefs mount   $mount_line
+EOF
+[[ -z "$example" ]] || printf '\nTry it:\n  %s\n' "$example"
+printf '\nLogs are in .state/. Stop everything with: scripts/stop.sh\n'

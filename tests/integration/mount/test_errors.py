@@ -187,20 +187,33 @@ class Errors(harness.StackTestCase):
                      harness.PROPAGATION_DEADLINE,
                      what="a write made while disconnected to drain to PostgreSQL")
 
+    def run_expecting_exit(self, args, mountpoint):
+        """Runs cookiefs that should refuse to start. If it runs on instead,
+        it is stopped (and any mount it stacked removed) and None returned."""
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            out, err = proc.communicate(timeout=60)
+            return proc.returncode, err
+        except subprocess.TimeoutExpired:
+            harness.stop_process(proc)
+            out, err = proc.communicate()
+            return None, err
+
     def test_missing_or_busy_mountpoint_exits_2(self):
         base = [harness.binary("cookiefs"), "--storage", f"127.0.0.1:{self.stack.storage_port}",
                 "--metrics-listen", "", "-f"]
         missing = os.path.join(self.stack.root, "no-such-dir")
-        res = subprocess.run(base + ["--engine-id", "e-missing", "--cache-dir",
-                                     self.stack.scratch("c"), missing],
-                             capture_output=True, text=True, timeout=60)
-        self.assertEqual(res.returncode, 2, f"missing mountpoint: {res.stderr.strip()}")
-        self.assertEqual(len(res.stderr.strip().splitlines()), 1,
-                         f"error is not one line: {res.stderr!r}")
-        res = subprocess.run(base + ["--engine-id", "e-busy", "--cache-dir",
-                                     self.stack.scratch("c"), self.m.path],
-                             capture_output=True, text=True, timeout=60)
-        self.assertEqual(res.returncode, 2, f"busy mountpoint: {res.stderr.strip()}")
+        code, err = self.run_expecting_exit(
+            base + ["--engine-id", "e-missing", "--cache-dir", self.stack.scratch("c"), missing],
+            missing)
+        self.assertEqual(code, 2, f"missing mountpoint: exit {code}, stderr {err.strip()!r}")
+        self.assertEqual(len(err.strip().splitlines()), 1, f"error is not one line: {err!r}")
+        code, err = self.run_expecting_exit(
+            base + ["--engine-id", "e-busy", "--cache-dir", self.stack.scratch("c"), self.m.path],
+            self.m.path)
+        self.assertEqual(code, 2, f"busy mountpoint (already a cookiefs mount): exit {code} "
+                         f"(None = kept running), stderr {err.strip()!r}")
         self.assertTrue(os.path.isdir(os.path.join(self.m.path, ".cookiefs")),
                         "the existing mount was harmed by the second cookiefs")
 

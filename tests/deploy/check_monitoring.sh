@@ -24,7 +24,7 @@ promtool check rules "$mon/alerts.rules.yml"
 note "promtool test rules"
 (cd "$mon" && promtool test rules alerts.test.yml)
 note "PrometheusRule, dashboard"
-python3 "$root/tests/deploy/monitoring_check.py" static "$mon"
+/usr/bin/python3 "$root/tests/deploy/monitoring_check.py" static "$mon"
 [[ $mode == --static ]] && exit 0
 
 
@@ -36,4 +36,4 @@ curl -sf "http://$MOUNT_METRICS/metrics" >"$tmp/mount.prom"
 note "promtool check metrics (lint of both exposition formats)"
 promtool check metrics <"$tmp/storage.prom" || true   # lint hints only (e.g. no unit suffix)
 note "every queried metric is exported"
-python3 "$root/tests/deploy/monitoring_check.py" scrape "$mon" "$tmp/storage.prom" "$tmp/mount.prom"
+/usr/bin/python3 "$root/tests/deploy/monitoring_check.py" scrape "$mon" "$tmp/storage.prom" "$tmp/mount.prom"

@@ -25,7 +25,7 @@ apt_need() {
 
 # free_port: a TCP port nobody listens on right now.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND until it succeeds.
@@ -85,7 +85,7 @@ start_stack() {
 # jar_workload SESSION N: N cookie transactions into MOUNT_DIR/SESSION/cookies.sqlite
 # (SQLite in the rollback-journal mode WebKit uses), then fsync the db.
 jar_workload() {
-  python3 - "$MOUNT_DIR/$1" "$2" <<'PY'
+  /usr/bin/python3 - "$MOUNT_DIR/$1" "$2" <<'PY'
 import os, sqlite3, sys
 d, n = sys.argv[1], int(sys.argv[2])
 os.makedirs(d, exist_ok=True)

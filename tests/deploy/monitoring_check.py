@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Checks of deploy/monitoring that promtool does not do.
 
   monitoring_check.py static DIR            PrometheusRule == alerts.rules.yml; dashboard sane

@@ -436,6 +436,7 @@ bool SessionCache::commit(Session& s) {
     s.last_error.clear();
     s.committed_cv.notify_all();
     ++counters.commits_ok;
+    if (on_commit) on_commit("ok", std::chrono::duration<double>(Clock::now() - started).count());
     spdlog::debug(
         "session {} committed version {} ({} changed, {} deleted, {} ms)", s.id, reply.version(),
         delta.changed.size(), delta.deleted.size(),
@@ -443,6 +444,10 @@ bool SessionCache::commit(Session& s) {
     return true;
   } catch (const RequestError& e) {
     const std::string code = wire::ErrorCode_Name(e.code());
+    if (on_commit) {
+      on_commit(transient(e.code()) ? "failed" : "rejected",
+                std::chrono::duration<double>(Clock::now() - started).count());
+    }
     if (transient(e.code())) {
       ++counters.commits_failed;
       set_error(s, "commit failed: " + code);

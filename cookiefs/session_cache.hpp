@@ -117,6 +117,9 @@ class SessionCache {
   // Called after a session vanished (remote delete), with no lock held.
   std::function<void(const std::string& id)> on_vanished;
 
+  // Called after each commit attempt with "ok", "failed" or "rejected".
+  std::function<void(const char* result, double seconds)> on_commit;
+
   CacheCounters counters;
   std::string last_error() const;
   const MountConfig& config() const { return cfg_; }

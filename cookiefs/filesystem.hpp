@@ -1,0 +1,106 @@
+// Filesystem: what every FUSE handler shares (config, inode table, session
+// cache, metrics), the single boundary where errors become -errno replies,
+// and the per-session mutation guard that makes snapshots consistent.
+//
+// Handler rules: each handler runs its body through serve(); the body either
+// ends in exactly one fuse_reply_* or throws Errno (or another exception,
+// answered EIO and logged) before replying.
+//
+// Thread-safety: handlers run concurrently on libfuse's worker threads; the
+// shared members are themselves thread-safe.
+#pragma once
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include "inode_table.hpp"
+#include "metrics.hpp"
+#include "mount_config.hpp"
+#include "session_cache.hpp"
+
+namespace cookiefs::mount {
+
+class StatusFiles;
+
+struct Filesystem {
+  Filesystem(const MountConfig& c, SessionCache& s, StorageClient& cl, Metrics* m);
+  const MountConfig& cfg;
+  InodeTable inodes;
+  SessionCache& sessions;
+  StorageClient& client;
+  Metrics* metrics;  // may be null (tests)
+  fuse_session* se = nullptr;
+};
+
+inline Filesystem& fs_of(fuse_req_t req) {
+  return *static_cast<Filesystem*>(fuse_req_userdata(req));
+}
+
+void log_unexpected(Op op, const std::exception& e);
+
+template <class Body>
+void serve(fuse_req_t req, Op op, Body&& body) {
+  Filesystem& fs = fs_of(req);  // req is gone once replied
+  const auto start = std::chrono::steady_clock::now();
+  int err = 0;
+  try {
+    body();
+  } catch (const Errno& e) {
+    err = e.code;
+  } catch (const std::exception& e) {
+    log_unexpected(op, e);
+    err = EIO;
+  }
+  if (err) fuse_reply_err(req, err);
+  if (fs.metrics) fs.metrics->request(op, std::chrono::steady_clock::now() - start, err);
+}
+
+// Throws Errno(errno) when rc < 0.
+inline int check(int rc) {
+  if (rc < 0) throw Errno{errno};
+  return rc;
+}
+
+// Held by a request that changes a session's tree: shared session lock for
+// its syscalls, then (only if done() was called) a change noted for commit.
+class Mutation {
+ public:
+  Mutation(Filesystem& fs, Session& s) : fs_(fs), s_(s), lock_(s.tree_lock) {}
+  ~Mutation() {
+    if (done_) fs_.sessions.note_change(s_);
+  }
+  Mutation(const Mutation&) = delete;
+  Mutation& operator=(const Mutation&) = delete;
+  void done() { done_ = true; }
+
+ private:
+  Filesystem& fs_;
+  Session& s_;
+  std::shared_lock<std::shared_mutex> lock_;
+  bool done_ = false;
+};
+
+// Attributes of any inode. Throws Errno.
+struct stat stat_of(Filesystem& fs, Inode& i);
+// Replies with the entry of a real inode just opened as `fd` (O_PATH).
+void reply_real_entry(fuse_req_t req, Filesystem& fs, int fd, NodeKind kind,
+                      std::shared_ptr<Session> session, int depth);
+void reply_virtual_entry(fuse_req_t req, Filesystem& fs, Inode& i);
+void reply_negative(fuse_req_t req, Filesystem& fs);
+
+// A real inode whose tree may be changed (not the root, not .cookiefs).
+Inode& writable_dir(Filesystem& fs, fuse_ino_t parent);
+// Checks a new name under `parent`: length, reserved names, depth.
+void check_new_name(Filesystem& fs, const Inode& parent, const char* name);
+
+void add_entry_ops(fuse_lowlevel_ops& ops);
+void add_file_ops(fuse_lowlevel_ops& ops);
+void add_dir_ops(fuse_lowlevel_ops& ops);
+void add_xattr_ops(fuse_lowlevel_ops& ops);
+
+}  // namespace cookiefs::mount

@@ -1,0 +1,219 @@
+// FUSE handlers for names and attributes: lookup, forget, getattr, setattr,
+// readlink, symlink, unlink, rename, statfs; mknod and link are refused.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "filesystem.hpp"
+#include "names.hpp"
+#include "status_files.hpp"
+
+namespace cookiefs::mount {
+namespace {
+
+void lookup_session(fuse_req_t req, Filesystem& fs, const char* name) {
+  if (std::strcmp(name, StatusFiles::kDir) == 0)
+    return reply_virtual_entry(req, fs, fs.inodes.status_dir());
+  if (!valid_id(name)) return reply_negative(req, fs);
+  auto s = fs.sessions.get_or_fetch(name);  // Errno(ENOENT) when it exists nowhere
+  const int fd = check(::open(s->files().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  reply_real_entry(req, fs, fd, NodeKind::session_root, s, 0);
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  serve(req, Op::lookup, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& p = fs.inodes.get(parent);
+    switch (p.kind) {
+      case NodeKind::root:
+        try {
+          return lookup_session(req, fs, name);
+        } catch (const Errno& e) {
+          if (e.code == ENOENT) return reply_negative(req, fs);
+          throw;
+        }
+      case NodeKind::status_dir:
+        if (Inode* f = fs.inodes.status_file(name)) return reply_virtual_entry(req, fs, *f);
+        throw Errno{ENOENT};
+      case NodeKind::status_file:
+        throw Errno{ENOTDIR};
+      default:
+        break;
+    }
+    if (std::strlen(name) > 255) throw Errno{ENAMETOOLONG};
+    const int fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) return reply_negative(req, fs);
+    check(fd);
+    reply_real_entry(req, fs, fd, NodeKind::entry, p.session, p.depth + 1);
+  });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  serve(req, Op::forget, [&] {
+    fs_of(req).inodes.forget(ino, nlookup);
+    fuse_reply_none(req);
+  });
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  serve(req, Op::forget, [&] {
+    for (size_t i = 0; i < count; ++i) fs_of(req).inodes.forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+  });
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  serve(req, Op::getattr, [&] {
+    Filesystem& fs = fs_of(req);
+    const struct stat st = stat_of(fs, fs.inodes.get(ino));
+    fuse_reply_attr(req, &st, fs.cfg.attr_timeout.count() / 1000.0);
+  });
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fuse_file_info* fi) {
+  serve(req, Op::setattr, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& i = fs.inodes.get(ino);
+    if (!i.is_real()) throw Errno{EPERM};
+    Mutation m(fs, *i.session);
+    const std::string proc = i.proc_path();
+    const bool have_fd = fi != nullptr;
+    if (valid & FUSE_SET_ATTR_MODE) {
+      check(have_fd ? ::fchmod(fi->fh, attr->st_mode) : ::chmod(proc.c_str(), attr->st_mode));
+      m.done();
+    }
+    if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+      const uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+      const gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+      check(::fchownat(i.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+    }
+    if (valid & FUSE_SET_ATTR_SIZE) {
+      const auto size = attr->st_size;
+      if (size < 0) throw Errno{EINVAL};
+      if (static_cast<std::uint64_t>(size) > fs.cfg.max_file_bytes.bytes) throw Errno{EFBIG};
+      struct stat before;
+      check(::fstatat(i.fd, "", &before, AT_EMPTY_PATH));
+      const auto growth = size - before.st_size;
+      if (growth > 0 &&
+          i.session->bytes + growth > static_cast<std::int64_t>(fs.cfg.max_session_bytes.bytes)) {
+        throw Errno{EDQUOT};
+      }
+      check(have_fd ? ::ftruncate(fi->fh, size) : ::truncate(proc.c_str(), size));
+      i.session->bytes += growth;
+      m.done();
+    }
+    if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+      struct timespec tv[2];
+      tv[0].tv_nsec = tv[1].tv_nsec = UTIME_OMIT;
+      if (valid & FUSE_SET_ATTR_ATIME_NOW) {
+        tv[0].tv_nsec = UTIME_NOW;
+      } else if (valid & FUSE_SET_ATTR_ATIME) {
+        tv[0] = attr->st_atim;
+      }
+      if (valid & FUSE_SET_ATTR_MTIME_NOW) {
+        tv[1].tv_nsec = UTIME_NOW;
+      } else if (valid & FUSE_SET_ATTR_MTIME) {
+        tv[1] = attr->st_mtim;
+      }
+      check(have_fd ? ::futimens(fi->fh, tv) : ::utimensat(AT_FDCWD, proc.c_str(), tv, 0));
+    }
+    const struct stat st = stat_of(fs, i);
+    fuse_reply_attr(req, &st, fs.cfg.attr_timeout.count() / 1000.0);
+  });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  serve(req, Op::readlink, [&] {
+    Inode& i = fs_of(req).inodes.get(ino);
+    if (!i.is_real()) throw Errno{EINVAL};
+    char buf[PATH_MAX + 1];
+    const ssize_t n = ::readlinkat(i.fd, "", buf, sizeof buf - 1);
+    check(static_cast<int>(n));
+    buf[n] = '\0';
+    fuse_reply_readlink(req, buf);
+  });
+}
+
+// Jars never need hard links, devices, fifos or sockets.
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  serve(req, Op::mknod, [&] { throw Errno{EPERM}; });
+}
+
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
+  serve(req, Op::link, [&] { throw Errno{EPERM}; });
+}
+
+void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  serve(req, Op::symlink, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& p = writable_dir(fs, parent);
+    check_new_name(fs, p, name);
+    if (std::strlen(link) > 4095) throw Errno{ENAMETOOLONG};
+    Mutation m(fs, *p.session);
+    check(::symlinkat(link, p.fd, name));
+    m.done();
+    const int fd = check(::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    reply_real_entry(req, fs, fd, NodeKind::entry, p.session, p.depth + 1);
+  });
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  serve(req, Op::unlink, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& p = writable_dir(fs, parent);
+    Mutation m(fs, *p.session);
+    struct stat st {};
+    const bool known = ::fstatat(p.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    check(::unlinkat(p.fd, name, 0));
+    if (known && S_ISREG(st.st_mode)) p.session->bytes -= st.st_size;
+    m.done();
+    fuse_reply_err(req, 0);
+  });
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned int flags) {
+  serve(req, Op::rename, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& from = writable_dir(fs, parent);
+    Inode& to = writable_dir(fs, newparent);
+    if (from.session != to.session) throw Errno{EXDEV};  // sessions commit separately
+    check_new_name(fs, to, newname);
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw Errno{EINVAL};
+    Mutation m(fs, *from.session);
+    check(::renameat2(from.fd, name, to.fd, newname, flags));
+    m.done();
+    fuse_reply_err(req, 0);
+  });
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  serve(req, Op::statfs, [&] {
+    struct statvfs sv;
+    check(::statvfs(fs_of(req).cfg.cache_dir.c_str(), &sv));
+    fuse_reply_statfs(req, &sv);
+  });
+}
+
+}  // namespace
+
+void add_entry_ops(fuse_lowlevel_ops& ops) {
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.setattr = op_setattr;
+  ops.readlink = op_readlink;
+  ops.mknod = op_mknod;
+  ops.link = op_link;
+  ops.symlink = op_symlink;
+  ops.unlink = op_unlink;
+  ops.rename = op_rename;
+  ops.statfs = op_statfs;
+}
+
+}  // namespace cookiefs::mount

@@ -1,0 +1,179 @@
+// FUSE handlers for file contents: create, open, read, write, flush, release,
+// fsync. Files are served write-through from their cache files: every write
+// is in the cache file when the syscall returns, so a snapshot taken under the
+// session's exclusive lock is one instant of the application's view.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "filesystem.hpp"
+#include "status_files.hpp"
+
+namespace cookiefs::mount {
+namespace {
+
+// Flags for reopening a backing file: creation and symlink flags were handled
+// by the lookup/create already.
+int reopen_flags(int flags) {
+  return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW)) | O_CLOEXEC;
+}
+
+void set_cache_flags(fuse_file_info* fi) {
+  // Remote changes invalidate the kernel's pages explicitly, so data this host
+  // holds may stay cached across opens.
+  fi->keep_cache = 1;
+  // Write-through: there is nothing to flush on close.
+  fi->noflush = 1;
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  serve(req, Op::create, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& p = writable_dir(fs, parent);
+    check_new_name(fs, p, name);
+    if (!S_ISREG(mode)) throw Errno{EPERM};
+    Mutation m(fs, *p.session);
+    const int fd =
+        check(::openat(p.fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOCTTY, mode & 07777));
+    m.done();
+    int path_fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (path_fd < 0 || ::fstat(fd, &st) != 0) {
+      const int err = errno;
+      if (path_fd >= 0) ::close(path_fd);
+      ::close(fd);
+      throw Errno{err};
+    }
+    Inode& i = fs.inodes.remember(path_fd, st, NodeKind::entry, p.session, p.depth + 1);
+    fuse_entry_param e{};
+    e.ino = InodeTable::node_id(i);
+    e.attr = st;
+    e.attr_timeout = fs.cfg.attr_timeout.count() / 1000.0;
+    e.entry_timeout = fs.cfg.entry_timeout.count() / 1000.0;
+    fi->fh = static_cast<uint64_t>(fd);
+    set_cache_flags(fi);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+      ::close(fd);
+      fs.inodes.forget(e.ino, 1);
+    }
+  });
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  serve(req, Op::open, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& i = fs.inodes.get(ino);
+    if (i.kind == NodeKind::status_file) {
+      if ((fi->flags & O_ACCMODE) != O_RDONLY) throw Errno{EACCES};
+      auto* text = new std::string(StatusFiles::render(fs, i.status_name));
+      fi->fh = reinterpret_cast<uint64_t>(text);
+      fi->direct_io = 1;  // sized 0 in getattr; generated per open
+      if (fuse_reply_open(req, fi) == -ENOENT) delete text;
+      return;
+    }
+    if (!i.is_real()) throw Errno{EISDIR};
+    const bool truncating = fi->flags & O_TRUNC;
+    std::optional<Mutation> m;
+    if (truncating && (fi->flags & O_ACCMODE) != O_RDONLY) m.emplace(fs, *i.session);
+    struct stat before {};
+    if (m) ::fstatat(i.fd, "", &before, AT_EMPTY_PATH);
+    const int fd = check(::open(i.proc_path().c_str(), reopen_flags(fi->flags)));
+    if (m) {
+      i.session->bytes -= before.st_size;
+      m->done();
+    }
+    fi->fh = static_cast<uint64_t>(fd);
+    set_cache_flags(fi);
+    if (m) fi->keep_cache = 0;
+    if (fuse_reply_open(req, fi) == -ENOENT) ::close(fd);
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  serve(req, Op::read, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& i = fs.inodes.get(ino);
+    if (i.kind == NodeKind::status_file) {
+      const auto* text = reinterpret_cast<const std::string*>(fi->fh);
+      if (static_cast<std::size_t>(off) >= text->size())
+        return void(fuse_reply_buf(req, nullptr, 0));
+      fuse_reply_buf(req, text->data() + off, std::min(size, text->size() - off));
+      return;
+    }
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = static_cast<int>(fi->fh);
+    buf.buf[0].pos = off;
+    fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
+  });
+}
+
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
+              fuse_file_info* fi) {
+  serve(req, Op::write, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& i = fs.inodes.get(ino);
+    if (!i.is_real()) throw Errno{EBADF};
+    Session& s = *i.session;
+    const int fd = static_cast<int>(fi->fh);
+    Mutation m(fs, s);
+    struct stat st;
+    check(::fstat(fd, &st));
+    const off_t start = (fi->flags & O_APPEND) ? st.st_size : off;
+    const auto end = static_cast<std::uint64_t>(start) + size;
+    if (end > fs.cfg.max_file_bytes.bytes) throw Errno{EFBIG};
+    const auto growth = static_cast<std::int64_t>(end) - st.st_size;
+    if (growth > 0 &&
+        s.bytes + growth > static_cast<std::int64_t>(fs.cfg.max_session_bytes.bytes)) {
+      throw Errno{EDQUOT};
+    }
+    const ssize_t n = ::pwrite(fd, data, size, off);  // O_APPEND on fd appends
+    check(static_cast<int>(n));
+    if (growth > 0) s.bytes += growth;
+    m.done();
+    fuse_reply_write(req, static_cast<size_t>(n));
+  });
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  serve(req, Op::flush, [&] { fuse_reply_err(req, 0); });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  serve(req, Op::release, [&] {
+    Inode& i = fs_of(req).inodes.get(ino);
+    if (i.kind == NodeKind::status_file) {
+      delete reinterpret_cast<std::string*>(fi->fh);
+    } else {
+      ::close(static_cast<int>(fi->fh));
+    }
+    fuse_reply_err(req, 0);
+  });
+}
+
+// Returns once PostgreSQL has every change of the session made so far.
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  serve(req, Op::fsync, [&] {
+    Filesystem& fs = fs_of(req);
+    Inode& i = fs.inodes.get(ino);
+    if (i.session) fs.sessions.sync(*i.session);
+    fuse_reply_err(req, 0);
+  });
+}
+
+}  // namespace
+
+void add_file_ops(fuse_lowlevel_ops& ops) {
+  ops.create = op_create;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.flush = op_flush;
+  ops.release = op_release;
+  ops.fsync = op_fsync;
+}
+
+}  // namespace cookiefs::mount

@@ -1,0 +1,80 @@
+// Inode bookkeeping; see inode_table.hpp.
+#include "inode_table.hpp"
+
+#include <unistd.h>
+
+namespace cookiefs::mount {
+
+Inode::~Inode() {
+  if (fd >= 0) ::close(fd);
+}
+
+InodeTable::InodeTable(std::vector<std::string> status_names)
+    : status_names_(std::move(status_names)) {
+  ino_t ino = 3;
+  for (const auto& n : status_names_) {
+    auto i = std::make_unique<Inode>(NodeKind::status_file, -1, 0, ino++);
+    i->status_name = n;
+    status_files_.push_back(std::move(i));
+  }
+}
+
+Inode* InodeTable::status_file(const std::string& name) {
+  for (auto& i : status_files_) {
+    if (i->status_name == name) return i.get();
+  }
+  return nullptr;
+}
+
+Inode& InodeTable::remember(int fd, const struct stat& st, NodeKind kind,
+                            std::shared_ptr<Session> session, int depth) {
+  std::lock_guard lock(mu_);
+  auto& slot = inodes_[{st.st_dev, st.st_ino}];
+  if (slot) {
+    ::close(fd);
+    slot->depth = depth;  // a rename may have moved it
+  } else {
+    slot = std::make_unique<Inode>(kind, fd, st.st_dev, st.st_ino);
+    slot->session = std::move(session);
+    slot->depth = depth;
+  }
+  ++slot->nlookup;
+  return *slot;
+}
+
+void InodeTable::forget(fuse_ino_t node, std::uint64_t n) {
+  Inode& i = get(node);
+  if (!i.is_real()) return;
+  std::unique_ptr<Inode> dead;  // closed after the lock is dropped
+  std::lock_guard lock(mu_);
+  i.nlookup = i.nlookup > n ? i.nlookup - n : 0;
+  if (i.nlookup == 0) {
+    auto it = inodes_.find({i.dev, i.ino});
+    if (it != inodes_.end() && it->second.get() == &i) {
+      dead = std::move(it->second);
+      inodes_.erase(it);
+    }
+  }
+}
+
+fuse_ino_t InodeTable::find(dev_t dev, ino_t ino) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find({dev, ino});
+  return it == inodes_.end() ? 0 : node_id(*it->second);
+}
+
+std::vector<fuse_ino_t> InodeTable::of_session(const Session* s) {
+  std::lock_guard lock(mu_);
+  std::vector<fuse_ino_t> out;
+  for (auto& [key, i] : inodes_) {
+    if (i->session.get() == s) out.push_back(node_id(*i));
+  }
+  return out;
+}
+
+std::size_t InodeTable::size() {
+  std::lock_guard lock(mu_);
+  return inodes_.size();
+}
+
+}  // namespace cookiefs::mount

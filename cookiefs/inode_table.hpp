@@ -1,0 +1,90 @@
+// InodeTable: the kernel-visible inodes of the mount. A FUSE node id is the
+// address of an Inode. Real inodes (session roots and everything below) own
+// an O_PATH descriptor of their backing file in the cache dir and are keyed by
+// its (dev, ino), so a name looked up twice is one inode. The root, the
+// .cookiefs directory and its status files are virtual and live forever.
+//
+// Thread-safety: all methods may be called from any thread. The table's mutex
+// is a leaf lock: nothing else is locked while it is held. An Inode stays
+// valid while the kernel holds a lookup count on it (until forget), so FUSE
+// handlers may use the Inode* of their request without the lock.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+namespace cookiefs::mount {
+
+struct Session;
+
+enum class NodeKind { root, status_dir, status_file, session_root, entry };
+
+struct Inode {
+  Inode(NodeKind k, int fd_, dev_t d, ino_t i) : kind(k), fd(fd_), dev(d), ino(i) {}
+  ~Inode();
+  Inode(const Inode&) = delete;
+  Inode& operator=(const Inode&) = delete;
+
+  const NodeKind kind;
+  const int fd;  // O_PATH; -1 for virtual inodes
+  const dev_t dev;
+  const ino_t ino;
+  std::shared_ptr<Session> session;  // null for virtual inodes
+  int depth = 0;                     // path components below the session root
+  std::string status_name;           // status files only
+  std::uint64_t nlookup = 0;         // guarded by the table's mutex
+
+  bool is_real() const { return fd >= 0; }
+  // "/proc/self/fd/N": reopens the O_PATH descriptor with real access modes.
+  std::string proc_path() const { return "/proc/self/fd/" + std::to_string(fd); }
+};
+
+class InodeTable {
+ public:
+  explicit InodeTable(std::vector<std::string> status_names);
+
+  Inode& root() { return root_; }
+  Inode& status_dir() { return status_dir_; }
+  Inode* status_file(const std::string& name);
+  const std::vector<std::string>& status_names() const { return status_names_; }
+
+  Inode& get(fuse_ino_t node) {
+    return node == FUSE_ROOT_ID ? root_ : *reinterpret_cast<Inode*>(node);
+  }
+  static fuse_ino_t node_id(Inode& i) { return reinterpret_cast<fuse_ino_t>(&i); }
+  fuse_ino_t id_of(Inode& i) { return &i == &root_ ? FUSE_ROOT_ID : node_id(i); }
+
+  // Adds one lookup to the inode of `st`, creating it from `fd` (taken over;
+  // closed when an inode already exists).
+  Inode& remember(int fd, const struct stat& st, NodeKind kind, std::shared_ptr<Session> session,
+                  int depth);
+  void forget(fuse_ino_t node, std::uint64_t n);
+
+  // Node id of a cached inode, or 0.
+  fuse_ino_t find(dev_t dev, ino_t ino);
+  // Node ids of every inode of a session (for invalidation).
+  std::vector<fuse_ino_t> of_session(const Session* s);
+  std::size_t size();
+
+ private:
+  std::mutex mu_;
+  std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>> inodes_;
+  std::vector<std::string> status_names_;
+  Inode root_{NodeKind::root, -1, 0, 1};
+  Inode status_dir_{NodeKind::status_dir, -1, 0, 2};
+  std::vector<std::unique_ptr<Inode>> status_files_;
+};
+
+}  // namespace cookiefs::mount

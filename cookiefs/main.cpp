@@ -1,0 +1,279 @@
+// cookiefs: the FUSE daemon. main() parses the configuration, prepares the
+// mountpoint (reusing one left stale by a crashed instance), mounts, daemonizes
+// unless -f, then starts the storage client, the commit workers and the
+// metrics endpoint, serves until SIGTERM/SIGINT or `fusermount3 -u`, and
+// commits what is still pending before it exits.
+//
+// Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "commit_queue.hpp"
+#include "filesystem.hpp"
+#include "logging.hpp"
+#include "metrics.hpp"
+#include "mount_config.hpp"
+#include "remote_events.hpp"
+#include "session_cache.hpp"
+#include "storage_client.hpp"
+#include "version.hpp"
+
+namespace cookiefs::mount {
+namespace {
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Runs `fusermount3 -uz PATH`; true when it succeeded.
+bool lazy_unmount(const std::string& path) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    if (null >= 0) ::dup2(null, 2);
+    ::execlp("fusermount3", "fusermount3", "-uz", path.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  if (pid < 0) return false;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Undoes the octal escapes of /proc/self/mountinfo.
+std::string unescape_mountinfo(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+bool is_mount_point(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, point;
+    fields >> id >> parent >> devno >> root >> point;
+    if (unescape_mountinfo(point) == path) return true;
+  }
+  return false;
+}
+
+std::string prepare_mountpoint(const std::string& given) {
+  if (given.empty())
+    throw UsageError("mountpoint: missing (positional MOUNTPOINT or key mountpoint)");
+  struct stat st;
+  if (::stat(given.c_str(), &st) != 0 && errno == ENOTCONN) {
+    // A crashed instance left its mount behind; detach it and take the place.
+    spdlog::warn("mountpoint is stale (transport endpoint is not connected); unmounting it lazily");
+    if (!lazy_unmount(given)) throw UsageError("mountpoint: stale and fusermount3 -uz failed");
+  }
+  if (::stat(given.c_str(), &st) != 0) {
+    throw UsageError(std::string("mountpoint: ") + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) throw UsageError("mountpoint: not a directory");
+  const std::string real = std::filesystem::canonical(given).string();
+  if (is_mount_point(real))
+    throw UsageError("mountpoint: already in use (something is mounted there)");
+  return real;
+}
+
+void op_init(void*, fuse_conn_info* conn) {
+  // Write-through keeps snapshots crash-consistent (see DESIGN.md).
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+}
+
+// Publishes gauges that are cheaper to sample than to maintain.
+class Sampler {
+ public:
+  Sampler(Metrics& m, SessionCache& s, CommitQueue& q) : m_(m), s_(s), q_(q) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Sampler() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    std::uint64_t quarantined = 0;
+    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; })) {
+      const auto sessions = s_.list();
+      std::uint64_t dirty = 0;
+      for (const auto& s : sessions) dirty += s->dirty_bytes;
+      m_.dirty_bytes->Set(static_cast<double>(dirty));
+      m_.sessions_held->Set(static_cast<double>(sessions.size()));
+      m_.sessions_pending->Set(static_cast<double>(q_.pending()));
+      const std::uint64_t q = s_.counters.quarantined;
+      m_.quarantined->Increment(static_cast<double>(q - quarantined));
+      quarantined = q;
+    }
+  }
+  Metrics& m_;
+  SessionCache& s_;
+  CommitQueue& q_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+int run(int argc, char** argv) {
+  MountConfig cfg;
+  CLI::App app{"cookiefs: FUSE mount whose session directories live in PostgreSQL", "cookiefs"};
+  app.set_version_flag("--version", std::string("cookiefs ") + COOKIEFS_VERSION);
+  app.add_flag("-f,--foreground", cfg.foreground, "stay in the foreground");
+  std::string positional;
+  app.add_option("MOUNTPOINT", positional, "where to mount");
+  ConfigSchema schema("cookiefs");
+  register_keys(schema, cfg);
+  schema.bind(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitUsage;
+  }
+  try {
+    schema.load();
+    if (!positional.empty()) cfg.mountpoint = positional;
+    check(cfg);
+  } catch (const ConfigError& e) {
+    std::cerr << "cookiefs: " << e.what() << '\n';
+    return kExitUsage;
+  }
+  init_logging("cookiefs", cfg.log_level);
+
+  std::string mountpoint;
+  try {
+    mountpoint = prepare_mountpoint(cfg.mountpoint);
+  } catch (const std::exception& e) {
+    std::cerr << "cookiefs: " << e.what() << '\n';
+    return kExitUsage;
+  }
+
+  ClientOptions copts;
+  copts.endpoints = cfg.storage;
+  copts.namespace_name = cfg.namespace_name;
+  copts.engine_id = cfg.engine_id;
+  copts.token = cfg.token;
+  copts.client_name = std::string("cookiefs/") + COOKIEFS_VERSION;
+  StorageClient client(copts);
+  CommitQueue queue(cfg.commit_delay, cfg.commit_max_lag);
+  SessionCache sessions(cfg, client, queue);
+  try {
+    sessions.open();
+  } catch (const std::exception& e) {
+    std::cerr << "cookiefs: " << e.what() << '\n';
+    return kExitUsage;
+  }
+  Filesystem fs(cfg, sessions, client, nullptr);
+  RemoteEvents events(fs);
+  events.install();
+
+  fuse_lowlevel_ops ops{};
+  add_entry_ops(ops);
+  add_file_ops(ops);
+  add_dir_ops(ops);
+  add_xattr_ops(ops);
+  ops.init = op_init;
+  std::string options = "default_permissions,fsname=cookiefs,subtype=cookiefs";
+  if (cfg.allow_other) options += ",allow_other";
+  std::vector<std::string> fuse_argv_s = {"cookiefs", "-o", options};
+  std::vector<char*> fuse_argv;
+  for (auto& a : fuse_argv_s) fuse_argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
+  if (!se) {
+    std::cerr << "cookiefs: cannot create the FUSE session\n";
+    return kExitRuntime;
+  }
+  fs.se = se;
+  if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, mountpoint.c_str()) != 0) {
+    std::cerr << "cookiefs: mounting failed\n";
+    fuse_session_destroy(se);
+    return kExitRuntime;
+  }
+  // Threads do not survive the fork: everything that runs one starts after it.
+  fuse_daemonize(cfg.foreground ? 1 : 0);
+
+  std::unique_ptr<Metrics> metrics;
+  try {
+    metrics = std::make_unique<Metrics>(cfg.metrics_listen);
+  } catch (const std::exception& e) {
+    spdlog::error("metrics_listen: cannot listen: {}", e.what());
+    fuse_session_unmount(se);
+    fuse_session_destroy(se);
+    return kExitRuntime;
+  }
+  fs.metrics = metrics.get();
+  sessions.on_commit = [m = metrics.get()](const char* result, double s) { m->commit(result, s); };
+  client.start();
+  queue.start([&sessions](const std::string& id) { return sessions.process(id); }, 4);
+  sessions.recover();
+  spdlog::info("cookiefs {} serving (engine {}, {} cached sessions)", COOKIEFS_VERSION,
+               cfg.engine_id, sessions.list().size());
+  int rc;
+  {
+    Sampler sampler(*metrics, sessions, queue);
+    fuse_loop_config* loop = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(cfg.fuse_threads));
+    rc = fuse_session_loop_mt(se, loop);
+    fuse_loop_cfg_destroy(loop);
+  }
+  spdlog::info("stopping: unmounting and committing what is pending");
+  fuse_remove_signal_handlers(se);
+  fuse_session_unmount(se);
+  const bool drained = queue.drain(std::chrono::seconds(10));
+  queue.stop();
+  client.stop();
+  fs.se = nullptr;
+  fuse_session_destroy(se);
+  if (!drained) {
+    spdlog::error("{} sessions are not committed yet; they stay in the cache for the next start",
+                  queue.pending());
+    return kExitRuntime;
+  }
+  return rc == 0 ? 0 : kExitRuntime;
+}
+
+}  // namespace
+}  // namespace cookiefs::mount
+
+int main(int argc, char** argv) {
+  try {
+    return cookiefs::mount::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "cookiefs: " << e.what() << '\n';
+    return 1;
+  }
+}

@@ -1,0 +1,103 @@
+// Metric families; see metrics.hpp.
+#include "metrics.hpp"
+
+#include "version.hpp"
+
+namespace cookiefs::mount {
+
+const char* op_name(Op op) {
+  static const char* names[] = {"lookup",     "forget",   "getattr", "setattr", "readlink",
+                                "mknod",      "mkdir",    "unlink",  "rmdir",   "symlink",
+                                "rename",     "link",     "open",    "read",    "write",
+                                "flush",      "release",  "fsync",   "opendir", "readdir",
+                                "releasedir", "fsyncdir", "statfs",  "xattr",   "create"};
+  return names[static_cast<int>(op)];
+}
+
+Metrics::Metrics(const std::string& listen) : registry_(std::make_shared<prometheus::Registry>()) {
+  using namespace prometheus;
+  auto& req = BuildCounter()
+                  .Name("cookiefs_fuse_requests_total")
+                  .Help("FUSE requests by operation")
+                  .Register(*registry_);
+  auto& err = BuildCounter()
+                  .Name("cookiefs_fuse_errors_total")
+                  .Help("FUSE requests answered with an error, by operation")
+                  .Register(*registry_);
+  auto& dur = BuildHistogram()
+                  .Name("cookiefs_fuse_request_duration_seconds")
+                  .Help("FUSE request handling time")
+                  .Register(*registry_);
+  const Histogram::BucketBoundaries fuse_buckets{1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3,
+                                                 0.01, 0.05, 0.1,  0.5,  1,    5};
+  for (int i = 0; i < static_cast<int>(Op::count_); ++i) {
+    const std::string name = op_name(static_cast<Op>(i));
+    requests_[i] = &req.Add({{"op", name}});
+    errors_[i] = &err.Add({{"op", name}});
+    durations_[i] = &dur.Add({{"op", name}}, fuse_buckets);
+  }
+  commits_ = &BuildCounter()
+                  .Name("cookiefs_commits_total")
+                  .Help("Session commits by result")
+                  .Register(*registry_);
+  commit_duration_ = &BuildHistogram()
+                          .Name("cookiefs_commit_duration_seconds")
+                          .Help("Time from snapshot to commit reply")
+                          .Register(*registry_)
+                          .Add({}, Histogram::BucketBoundaries{1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05,
+                                                               0.1, 0.5, 1, 5, 15});
+  dirty_bytes = &BuildGauge()
+                     .Name("cookiefs_dirty_bytes")
+                     .Help("Bytes of changed files not yet committed")
+                     .Register(*registry_)
+                     .Add({});
+  sessions_pending = &BuildGauge()
+                          .Name("cookiefs_sessions_pending")
+                          .Help("Sessions waiting for a commit or an adoption")
+                          .Register(*registry_)
+                          .Add({});
+  sessions_held = &BuildGauge()
+                       .Name("cookiefs_sessions_held")
+                       .Help("Sessions this mount holds")
+                       .Register(*registry_)
+                       .Add({});
+  storage_connected = &BuildGauge()
+                           .Name("cookiefs_storage_connected")
+                           .Help("1 while connected to a storage-service replica")
+                           .Register(*registry_)
+                           .Add({});
+  events = &BuildCounter()
+                .Name("cookiefs_events_received_total")
+                .Help("Events pushed by the storage service")
+                .Register(*registry_)
+                .Add({});
+  quarantined = &BuildCounter()
+                     .Name("cookiefs_quarantined_total")
+                     .Help("Snapshots kept aside because they could not be committed")
+                     .Register(*registry_)
+                     .Add({});
+  BuildGauge()
+      .Name("cookiefs_build_info")
+      .Help("Build identity")
+      .Register(*registry_)
+      .Add({{"version", COOKIEFS_VERSION}})
+      .Set(1);
+  if (!listen.empty()) {
+    exposer_ = std::make_unique<Exposer>(listen);
+    exposer_->RegisterCollectable(registry_);
+  }
+}
+
+void Metrics::request(Op op, std::chrono::steady_clock::duration took, int err) {
+  const auto i = static_cast<std::size_t>(op);
+  requests_[i]->Increment();
+  if (err) errors_[i]->Increment();
+  durations_[i]->Observe(std::chrono::duration<double>(took).count());
+}
+
+void Metrics::commit(const std::string& result, double seconds) {
+  commits_->Add({{"result", result}}).Increment();
+  commit_duration_->Observe(seconds);
+}
+
+}  // namespace cookiefs::mount

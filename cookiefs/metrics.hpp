@@ -1,0 +1,76 @@
+// Metrics: the daemon's Prometheus families and, when metrics_listen is set,
+// the HTTP exposer. No label ever carries a session id or a path.
+//
+// Thread-safety: request()/commit() may be called from any thread
+// (prometheus-cpp metrics are thread-safe); construct once in main().
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace cookiefs::mount {
+
+enum class Op {
+  lookup,
+  forget,
+  getattr,
+  setattr,
+  readlink,
+  mknod,
+  mkdir,
+  unlink,
+  rmdir,
+  symlink,
+  rename,
+  link,
+  open,
+  read,
+  write,
+  flush,
+  release,
+  fsync,
+  opendir,
+  readdir,
+  releasedir,
+  fsyncdir,
+  statfs,
+  xattr,
+  create,
+  count_
+};
+const char* op_name(Op op);
+
+class Metrics {
+ public:
+  // Throws std::exception when the listen address cannot be bound.
+  explicit Metrics(const std::string& listen);
+
+  void request(Op op, std::chrono::steady_clock::duration took, int err);
+  void commit(const std::string& result, double seconds);
+
+  prometheus::Gauge* dirty_bytes;
+  prometheus::Gauge* sessions_pending;
+  prometheus::Gauge* sessions_held;
+  prometheus::Gauge* storage_connected;
+  prometheus::Counter* events;
+  prometheus::Counter* quarantined;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::array<prometheus::Counter*, static_cast<std::size_t>(Op::count_)> requests_{};
+  std::array<prometheus::Counter*, static_cast<std::size_t>(Op::count_)> errors_{};
+  std::array<prometheus::Histogram*, static_cast<std::size_t>(Op::count_)> durations_{};
+  prometheus::Family<prometheus::Counter>* commits_;
+  prometheus::Histogram* commit_duration_;
+};
+
+}  // namespace cookiefs::mount

@@ -473,7 +473,17 @@ class StorageClient::Impl {
     for (auto& [id, p] : pending_) {
       if (!p.waiting_retry) transmit(id, p);
     }
-    if (state_handler_) state_handler_(true);
+    notify_state(true);
+  }
+
+  // A throwing handler must not end the connection coroutine (and with it the client).
+  void notify_state(bool up) {
+    if (!state_handler_) return;
+    try {
+      state_handler_(up);
+    } catch (const std::exception& e) {
+      spdlog::error("storage client: connection-state handler threw: {}", e.what());
+    }
   }
 
   void on_lost(const std::string& name) {
@@ -482,7 +492,7 @@ class StorageClient::Impl {
     internal_ids_.clear();
     for (auto& [id, p] : pending_) p.sent = false;
     spdlog::debug("storage client: disconnected from {}", name);
-    if (state_handler_ && !stopping_) state_handler_(false);
+    if (!stopping_) notify_state(false);
   }
 
   void shutdown() {
@@ -495,7 +505,7 @@ class StorageClient::Impl {
     }
     const bool was_connected = connected_.exchange(false);
     endpoint_index_ = -1;
-    if (was_connected && state_handler_) state_handler_(false);
+    if (was_connected) notify_state(false);
     // Suspended coroutines are destroyed with io_; nothing else must run.
     io_.stop();
   }
@@ -573,111 +583,12 @@ wire::Envelope StorageClient::call_sync(wire::Envelope request, std::chrono::mil
   return std::move(r.reply);
 }
 
-namespace {
-
-// The reply must carry the body that answers the request, else the peer broke the protocol.
-void expect(const wire::Envelope& reply, wire::Envelope::BodyCase body, const char* what) {
-  if (reply.body_case() != body) {
-    throw RequestError(
-        make_error(wire::INTERNAL, std::string("storage service sent a wrong reply to ") + what));
-  }
-}
-
-}  // namespace
-
-wire::FetchReply StorageClient::fetch(const wire::FetchSession& req) {
-  wire::Envelope env;
-  *env.mutable_fetch() = req;
-  auto reply = call_sync(std::move(env));
-  expect(reply, wire::Envelope::kFetchReply, "fetch");
-  return std::move(*reply.mutable_fetch_reply());
-}
-
-wire::CommitReply StorageClient::commit(const wire::CommitSession& req) {
-  wire::Envelope env;
-  *env.mutable_commit() = req;
-  auto reply = call_sync(std::move(env));
-  expect(reply, wire::Envelope::kCommitReply, "commit");
-  return std::move(*reply.mutable_commit_reply());
-}
-
-wire::AssignReply StorageClient::assign(const wire::Assign& req,
-                                        std::chrono::milliseconds timeout) {
-  wire::Envelope env;
-  *env.mutable_assign() = req;
-  auto reply = call_sync(std::move(env), timeout);
-  expect(reply, wire::Envelope::kAssignReply, "assign");
-  return std::move(*reply.mutable_assign_reply());
-}
-
-wire::ListReply StorageClient::list(const wire::ListSessions& req) {
-  wire::Envelope env;
-  *env.mutable_list() = req;
-  auto reply = call_sync(std::move(env));
-  expect(reply, wire::Envelope::kListReply, "list");
-  return std::move(*reply.mutable_list_reply());
-}
-
-void StorageClient::delete_session(const wire::DeleteSession& req) {
-  wire::Envelope env;
-  *env.mutable_delete_session() = req;
-  expect(call_sync(std::move(env)), wire::Envelope::kAck, "delete");
-}
-
-void StorageClient::release(const wire::Release& req) {
-  wire::Envelope env;
-  *env.mutable_release() = req;
-  expect(call_sync(std::move(env)), wire::Envelope::kAck, "release");
-}
-
-void StorageClient::drain_done(const wire::DrainDone& req) {
-  wire::Envelope env;
-  *env.mutable_drain_done() = req;
-  expect(call_sync(std::move(env)), wire::Envelope::kAck, "drain_done");
-}
-
-void StorageClient::session_ready(const wire::SessionReady& req) {
-  wire::Envelope env;
-  *env.mutable_session_ready() = req;
-  expect(call_sync(std::move(env)), wire::Envelope::kAck, "session_ready");
-}
-
 void StorageClient::subscribe(const std::vector<std::string>& session_ids, bool all_sessions) {
   impl_->subscribe(session_ids, all_sessions, false);
 }
 
 void StorageClient::unsubscribe(const std::vector<std::string>& session_ids) {
   impl_->subscribe(session_ids, false, true);
-}
-
-std::pair<std::string, std::uint16_t> parse_endpoint(const std::string& endpoint) {
-  std::string host;
-  std::string port;
-  if (!endpoint.empty() && endpoint.front() == '[') {
-    const auto close = endpoint.find(']');
-    if (close == std::string::npos || close + 1 >= endpoint.size() || endpoint[close + 1] != ':') {
-      throw std::invalid_argument("endpoint '" + endpoint + "' is not [host]:port");
-    }
-    host = endpoint.substr(1, close - 1);
-    port = endpoint.substr(close + 2);
-  } else {
-    const auto colon = endpoint.rfind(':');
-    if (colon == std::string::npos || endpoint.find(':') != colon) {
-      throw std::invalid_argument("endpoint '" + endpoint + "' is not host:port");
-    }
-    host = endpoint.substr(0, colon);
-    port = endpoint.substr(colon + 1);
-  }
-  if (host.empty()) throw std::invalid_argument("endpoint '" + endpoint + "' has no host");
-  if (port.empty() || port.size() > 5 ||
-      port.find_first_not_of("0123456789") != std::string::npos) {
-    throw std::invalid_argument("endpoint '" + endpoint + "' has no valid port");
-  }
-  const unsigned long value = std::stoul(port);
-  if (value == 0 || value > 65535) {
-    throw std::invalid_argument("endpoint '" + endpoint + "' has a port out of range");
-  }
-  return {host, static_cast<std::uint16_t>(value)};
 }
 
 }  // namespace cookiefs

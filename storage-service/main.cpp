@@ -1,0 +1,161 @@
+// storage-service: the stateless server between cookiefs mounts and
+// PostgreSQL. main() wires the pieces together: config, schema migration,
+// database pool, change feed, subscriber hub, metrics, network threads, and
+// the SIGTERM/SIGINT shutdown. Exit codes: 0 ok, 1 runtime failure, 2 usage
+// or config error.
+#include <prometheus/exposer.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <pqxx/pqxx>
+
+#include <iostream>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "change_feed.hpp"
+#include "config.hpp"
+#include "connection.hpp"
+#include "handoff.hpp"
+#include "logging.hpp"
+#include "metrics.hpp"
+#include "pg_pool.hpp"
+#include "schema.hpp"
+#include "server.hpp"
+#include "service_config.hpp"
+#include "store_error.hpp"
+#include "subscriber_hub.hpp"
+#include "version.hpp"
+
+namespace storage = cookiefs::storage;
+
+namespace {
+
+constexpr const char* kProgram = "storage-service";
+
+// Migrations run once at start-up; a database that is not up yet (the
+// service and PostgreSQL starting together) is waited for, within reason.
+int migrate_with_retry(storage::PgPool& pool) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    try {
+      int v = 0;
+      pool.run_here([&](pqxx::connection& c) { v = storage::migrate(c); });
+      return v;
+    } catch (const storage::StoreError& e) {
+      if (e.code() != cookiefs::wire::UNAVAILABLE || std::chrono::steady_clock::now() > deadline) {
+        throw;
+      }
+      spdlog::warn("database not reachable yet; retrying");
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
+}
+
+std::string make_server_id() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::string id = host;
+  for (char& c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '-';
+  }
+  return (id.empty() ? "storage" : id) + "-" + std::to_string(getpid());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  storage::ServiceConfig cfg;
+  cookiefs::ConfigSchema schema(kProgram);
+  storage::register_keys(schema, cfg);
+  CLI::App app{"cookiefs storage-service: the protocol server in front of PostgreSQL", kProgram};
+  app.set_version_flag("--version", std::string(kProgram) + " " + COOKIEFS_VERSION);
+  schema.bind(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    schema.load();
+    storage::check(cfg, schema.config_path().empty() ? kProgram : schema.config_path());
+  } catch (const cookiefs::ConfigError& e) {
+    std::cerr << kProgram << ": " << e.what() << "\n";
+    return 2;
+  }
+  cookiefs::init_logging(kProgram, cfg.log_level);
+
+  try {
+    storage::Metrics metrics;
+    std::optional<prometheus::Exposer> exposer;
+    if (!cfg.metrics_listen.empty()) {
+      exposer.emplace(cfg.metrics_listen);
+      exposer->RegisterCollectable(metrics.registry);
+    }
+
+    storage::PgPool pool(cfg.database_url, static_cast<int>(cfg.pool_size), cfg.connect_timeout,
+                         &metrics);
+    const int schema_version = migrate_with_retry(pool);
+
+    storage::SubscriberHub hub;
+    storage::Handoff handoff;
+    storage::AcceptAnyToken tokens;
+    storage::ServiceContext ctx{
+        .config = cfg,
+        .limits = {.max_file_bytes = cfg.max_file_bytes.bytes,
+                   .max_session_bytes = cfg.max_session_bytes.bytes,
+                   .max_files_per_session = static_cast<std::uint64_t>(cfg.max_files_per_session),
+                   .history_versions = cfg.history_versions},
+        .pool = pool,
+        .hub = hub,
+        .handoff = handoff,
+        .metrics = metrics,
+        .tokens = tokens,
+        .server_id = make_server_id(),
+    };
+
+    storage::ChangeFeed feed(
+        cfg.database_url, cfg.connect_timeout,
+        [&](const storage::ChangeNotice& n) {
+          hub.deliver(n);
+          handoff.signal(n);
+        },
+        &metrics);
+    feed.start();
+
+    asio::io_context io(static_cast<int>(cfg.threads));
+    storage::Server server(io, ctx);
+    const auto [host, port] = storage::split_host_port(cfg.listen);
+    server.listen(host, port);
+    server.start();
+
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const asio::error_code& ec, int sig) {
+      if (ec) return;
+      spdlog::info("signal {}: stopping (grace {}ms)", sig, cfg.shutdown_grace.count());
+      asio::co_spawn(
+          io, [&]() -> asio::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
+          [&](std::exception_ptr) { io.stop(); });
+    });
+    spdlog::info("storage-service {} listening on {} (schema version {}, {} network threads)",
+                 COOKIEFS_VERSION, cfg.listen, schema_version, cfg.threads);
+
+    std::vector<std::thread> threads;
+    for (int i = 1; i < cfg.threads; ++i) threads.emplace_back([&] { io.run(); });
+    io.run();
+    for (auto& t : threads) t.join();
+    feed.stop();
+    pool.stop();
+    spdlog::info("stopped");
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::error("fatal: {}", e.what());
+    return 1;
+  }
+}

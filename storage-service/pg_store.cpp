@@ -1,0 +1,410 @@
+// PgStore: all SQL of the storage-service; see pg_store.hpp.
+#include "pg_store.hpp"
+
+#include <pqxx/pqxx>
+
+#include <algorithm>
+#include <map>
+
+#include "names.hpp"
+#include "store_error.hpp"
+
+namespace cookiefs::storage {
+namespace {
+
+using i64 = std::int64_t;
+
+// Session columns shared by fetch and list, in SessionInfo order.
+constexpr const char* kInfoColumns =
+    "session_id, owner, epoch, version, total_bytes, file_count,"
+    " (extract(epoch from created_at) * 1000)::bigint,"
+    " (extract(epoch from updated_at) * 1000)::bigint";
+
+std::string files_query(bool with_content, bool at_version) {
+  std::string q = "SELECT path, kind, mode, mtime_ns, size, sha256";
+  q += with_content ? ", content" : "";
+  q += " FROM files WHERE namespace = $1 AND session_id = $2 AND ";
+  q += at_version ? "valid_from <= $3 AND (valid_to IS NULL OR valid_to > $3)" : "valid_to IS NULL";
+  q += " ORDER BY path";
+  return q;
+}
+
+void prepare_all(pqxx::connection_base& c) {
+  const std::string info = kInfoColumns;
+  c.prepare("session_create",
+            "INSERT INTO sessions (namespace, session_id, owner, epoch, version)"
+            " VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING RETURNING 1");
+  c.prepare("session_lock",
+            "SELECT owner, epoch, version FROM sessions"
+            " WHERE namespace = $1 AND session_id = $2 FOR UPDATE");
+  c.prepare("key_lookup",
+            "SELECT version, epoch FROM commit_keys"
+            " WHERE namespace = $1 AND session_id = $2 AND idempotency_key = $3");
+  c.prepare("manifest",
+            "SELECT path, size FROM files"
+            " WHERE namespace = $1 AND session_id = $2 AND valid_to IS NULL");
+  c.prepare("file_close",
+            "UPDATE files SET valid_to = $4"
+            " WHERE namespace = $1 AND session_id = $2 AND path = $3 AND valid_to IS NULL");
+  c.prepare("file_insert",
+            "INSERT INTO files (namespace, session_id, path, valid_from, kind, mode, mtime_ns,"
+            " size, content, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+  c.prepare("session_bump",
+            "UPDATE sessions SET version = $3, total_bytes = $4, file_count = $5,"
+            " updated_at = now() WHERE namespace = $1 AND session_id = $2");
+  c.prepare("history_prune",
+            "DELETE FROM files WHERE namespace = $1 AND session_id = $2"
+            " AND valid_to IS NOT NULL AND valid_to <= $3");
+  // Keys of the last 128 commits are kept, and any younger than ten minutes:
+  // a retry comes long before either bound.
+  c.prepare("keys_prune",
+            "DELETE FROM commit_keys WHERE namespace = $1 AND session_id = $2"
+            " AND version <= $3 AND created_at < now() - interval '10 minutes'");
+  c.prepare("key_insert",
+            "INSERT INTO commit_keys (namespace, session_id, idempotency_key, version, epoch)"
+            " VALUES ($1, $2, $3, $4, $5)");
+  c.prepare("notify", "SELECT pg_notify($1, $2)");
+  c.prepare("session_info",
+            "SELECT " + info + " FROM sessions WHERE namespace = $1 AND session_id = $2");
+  c.prepare("files_current", files_query(true, false));
+  c.prepare("files_current_manifest", files_query(false, false));
+  c.prepare("files_at", files_query(true, true));
+  c.prepare("files_at_manifest", files_query(false, true));
+  c.prepare("list_all", "SELECT " + info +
+                            " FROM sessions WHERE namespace = $1 AND session_id > $2"
+                            " ORDER BY session_id LIMIT $3");
+  c.prepare("list_owner", "SELECT " + info +
+                              " FROM sessions WHERE namespace = $1 AND session_id > $2"
+                              " AND owner = $4 ORDER BY session_id LIMIT $3");
+  c.prepare("session_delete", "DELETE FROM sessions WHERE namespace = $1 AND session_id = $2");
+  c.prepare("files_delete", "DELETE FROM files WHERE namespace = $1 AND session_id = $2");
+  c.prepare("keys_delete", "DELETE FROM commit_keys WHERE namespace = $1 AND session_id = $2");
+  c.prepare("assign_mark",
+            "UPDATE sessions SET assign_id = $3,"
+            " assign_until = now() + $4 * interval '1 millisecond'"
+            " WHERE namespace = $1 AND session_id = $2"
+            " AND (assign_until IS NULL OR assign_until < now())"
+            " RETURNING owner, epoch, version");
+  c.prepare("assign_lock",
+            "SELECT owner, epoch, version FROM sessions"
+            " WHERE namespace = $1 AND session_id = $2 AND assign_id = $3 FOR UPDATE");
+  c.prepare("assign_owner",
+            "UPDATE sessions SET owner = $3, epoch = epoch + 1, updated_at = now()"
+            " WHERE namespace = $1 AND session_id = $2 RETURNING epoch, version");
+  c.prepare("assign_end",
+            "UPDATE sessions SET assign_id = NULL, assign_until = NULL"
+            " WHERE namespace = $1 AND session_id = $2 AND assign_id = $3");
+  c.prepare("release_owner",
+            "UPDATE sessions SET owner = '', updated_at = now()"
+            " WHERE namespace = $1 AND session_id = $2");
+}
+
+void notify(pqxx::transaction_base& t, const ChangeNotice& n) {
+  t.exec_prepared("notify", kNotifyChannel, encode_notice(n));
+}
+
+void require_id(const std::string& id, const char* what) {
+  if (!valid_id(id)) throw StoreError(wire::BAD_REQUEST, std::string("invalid ") + what);
+}
+
+[[noreturn]] void not_found() {
+  throw StoreError(wire::NOT_FOUND, "no such session");
+}
+
+[[noreturn]] void stale_epoch(std::uint64_t writer, const std::string& owner, std::uint64_t epoch,
+                              std::uint64_t version) {
+  wire::Error e;
+  e.set_code(wire::STALE_EPOCH);
+  e.set_message("writer epoch " + std::to_string(writer) + " is not the session's epoch " +
+                std::to_string(epoch));
+  e.set_current_epoch(epoch);
+  e.set_current_owner(owner);
+  e.set_current_version(version);
+  throw StoreError(std::move(e));
+}
+
+void fill_info(const pqxx::row& r, wire::SessionInfo& info) {
+  info.set_session_id(r[0].as<std::string>());
+  info.set_owner(r[1].as<std::string>());
+  info.set_epoch(r[2].as<i64>());
+  info.set_version(r[3].as<i64>());
+  info.set_total_bytes(r[4].as<i64>());
+  info.set_file_count(r[5].as<std::uint32_t>());
+  info.set_created_unix_ms(r[6].as<i64>());
+  info.set_updated_unix_ms(r[7].as<i64>());
+}
+
+struct Locked {
+  std::string owner;
+  std::uint64_t epoch = 0;
+  std::uint64_t version = 0;
+};
+
+std::optional<Locked> lock_session(pqxx::transaction_base& t, const Scope& s,
+                                   const std::string& id) {
+  auto r = t.exec_prepared("session_lock", s.namespace_name, id);
+  if (r.empty()) return std::nullopt;
+  return Locked{r[0][0].as<std::string>(), r[0][1].as<std::uint64_t>(),
+                r[0][2].as<std::uint64_t>()};
+}
+
+}  // namespace
+
+void prepare_statements(pqxx::connection_base& conn) {
+  prepare_all(conn);
+}
+
+wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
+                         const wire::CommitSession& req, const Limits& limits) {
+  check_commit_request(req, limits);
+  const std::string& ns = s.namespace_name;
+  const std::string& id = req.session_id();
+  pqxx::work t(conn);
+
+  bool created = false;
+  if (req.create()) {
+    created = !t.exec_prepared("session_create", ns, id, s.engine_id, i64{1}).empty();
+  }
+  const auto cur = lock_session(t, s, id);
+  if (!cur) not_found();
+
+  if (!req.idempotency_key().empty()) {
+    auto k = t.exec_prepared("key_lookup", ns, id, req.idempotency_key());
+    if (!k.empty()) {
+      wire::CommitReply reply;
+      reply.set_version(k[0][0].as<i64>());
+      reply.set_epoch(k[0][1].as<i64>());
+      reply.set_replayed(true);
+      return reply;  // the transaction rolls back: nothing was changed
+    }
+  }
+  // A writer creating a session does not know its epoch yet: 0 means "new".
+  const bool epoch_ok = req.writer_epoch() == cur->epoch || (created && req.writer_epoch() == 0);
+  if (!epoch_ok) stale_epoch(req.writer_epoch(), cur->owner, cur->epoch, cur->version);
+  if (req.base_version() != cur->version) {
+    wire::Error e;
+    e.set_code(wire::VERSION_CONFLICT);
+    e.set_message("base version " + std::to_string(req.base_version()) +
+                  " is not the session's version " + std::to_string(cur->version));
+    e.set_current_version(cur->version);
+    e.set_current_epoch(cur->epoch);
+    e.set_current_owner(cur->owner);
+    throw StoreError(std::move(e));
+  }
+
+  std::map<std::string, std::uint64_t> manifest;
+  for (const auto& row : t.exec_prepared("manifest", ns, id)) {
+    manifest.emplace(row[0].as<std::string>(), row[1].as<std::uint64_t>());
+  }
+  const CommitPlan plan = plan_commit(req, manifest, limits);
+  const i64 next = static_cast<i64>(cur->version) + 1;
+  for (const auto& path : plan.close_paths) t.exec_prepared("file_close", ns, id, path, next);
+  for (const auto& f : plan.inserts) {
+    const auto& e = *f.entry;
+    t.exec_prepared("file_insert", ns, id, e.path(), next, static_cast<int>(e.kind()),
+                    static_cast<int>(e.mode() & 07777), e.mtime_ns(),
+                    static_cast<i64>(e.content().size()), pqxx::binarystring(e.content()),
+                    pqxx::binarystring(f.sha256));
+  }
+  t.exec_prepared("session_bump", ns, id, next, static_cast<i64>(plan.total_bytes),
+                  static_cast<i64>(plan.file_count));
+  // Keep versions next-N+1 .. next reconstructable; a row closed at or before
+  // next-N+1 is visible in none of them.
+  t.exec_prepared("history_prune", ns, id, next - limits.history_versions + 1);
+  if (!req.idempotency_key().empty()) {
+    t.exec_prepared("keys_prune", ns, id, next - 128);
+    t.exec_prepared("key_insert", ns, id, req.idempotency_key(), next,
+                    static_cast<i64>(cur->epoch));
+  }
+  notify(t, {.kind = ChangeNotice::Kind::changed,
+             .namespace_name = ns,
+             .session_id = id,
+             .version = static_cast<std::uint64_t>(next),
+             .epoch = cur->epoch,
+             .engine = s.engine_id});
+  t.commit();
+
+  wire::CommitReply reply;
+  reply.set_version(next);
+  reply.set_epoch(cur->epoch);
+  return reply;
+}
+
+wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& s, const wire::FetchSession& req,
+                       std::int64_t history_versions) {
+  require_id(req.session_id(), "session id");
+  const std::string& ns = s.namespace_name;
+  // One snapshot for the session row and its files.
+  pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> t(conn);
+  auto r = t.exec_prepared("session_info", ns, req.session_id());
+  if (r.empty()) not_found();
+  wire::FetchReply reply;
+  fill_info(r[0], *reply.mutable_info());
+  const std::uint64_t current = reply.info().version();
+  if (req.at_version() == 0 && req.if_newer_than() > 0 && current <= req.if_newer_than()) {
+    reply.set_not_modified(true);
+    return reply;
+  }
+  pqxx::result files;
+  if (req.at_version() == 0 || req.at_version() == current) {
+    files = t.exec_prepared(req.manifest_only() ? "files_current_manifest" : "files_current", ns,
+                            req.session_id());
+  } else {
+    const std::uint64_t oldest = current >= static_cast<std::uint64_t>(history_versions)
+                                     ? current - static_cast<std::uint64_t>(history_versions) + 1
+                                     : 1;
+    if (req.at_version() > current || req.at_version() < oldest) {
+      throw StoreError(wire::NOT_FOUND, "version " + std::to_string(req.at_version()) +
+                                            " is not kept (kept: " + std::to_string(oldest) + ".." +
+                                            std::to_string(current) + ")");
+    }
+    files = t.exec_prepared(req.manifest_only() ? "files_at_manifest" : "files_at", ns,
+                            req.session_id(), static_cast<i64>(req.at_version()));
+    std::uint64_t total = 0;
+    for (const auto& row : files) total += row[4].as<std::uint64_t>();
+    reply.mutable_info()->set_version(req.at_version());
+    reply.mutable_info()->set_total_bytes(total);
+    reply.mutable_info()->set_file_count(static_cast<std::uint32_t>(files.size()));
+  }
+  for (const auto& row : files) {
+    auto* f = reply.add_files();
+    f->set_path(row[0].as<std::string>());
+    f->set_kind(static_cast<wire::FileKind>(row[1].as<int>()));
+    f->set_mode(row[2].as<std::uint32_t>());
+    f->set_mtime_ns(row[3].as<i64>());
+    f->set_size(row[4].as<std::uint64_t>());
+    f->set_sha256(pqxx::binarystring(row[5]).str());
+    if (!req.manifest_only()) f->set_content(pqxx::binarystring(row[6]).str());
+  }
+  return reply;
+}
+
+wire::ListReply list(pqxx::connection_base& conn, const Scope& s, const wire::ListSessions& req) {
+  constexpr std::uint32_t kDefaultLimit = 100, kMaxLimit = 1000;
+  if (!req.owner().empty()) require_id(req.owner(), "owner");
+  const std::uint32_t limit = req.limit() == 0 ? kDefaultLimit : std::min(req.limit(), kMaxLimit);
+  pqxx::read_transaction t(conn);
+  // One row more than asked tells whether another page follows.
+  const i64 fetch_n = static_cast<i64>(limit) + 1;
+  pqxx::result r =
+      req.owner().empty()
+          ? t.exec_prepared("list_all", s.namespace_name, req.after(), fetch_n)
+          : t.exec_prepared("list_owner", s.namespace_name, req.after(), fetch_n, req.owner());
+  wire::ListReply reply;
+  for (std::size_t i = 0; i < r.size() && i < limit; ++i) fill_info(r[i], *reply.add_sessions());
+  if (r.size() > limit) reply.set_next_after(reply.sessions(limit - 1).session_id());
+  return reply;
+}
+
+void delete_session(pqxx::connection_base& conn, const Scope& s, const wire::DeleteSession& req) {
+  require_id(req.session_id(), "session id");
+  const std::string& ns = s.namespace_name;
+  pqxx::work t(conn);
+  const auto cur = lock_session(t, s, req.session_id());
+  if (!cur) not_found();
+  if (req.writer_epoch() != 0 && req.writer_epoch() != cur->epoch) {
+    stale_epoch(req.writer_epoch(), cur->owner, cur->epoch, cur->version);
+  }
+  t.exec_prepared("files_delete", ns, req.session_id());
+  t.exec_prepared("keys_delete", ns, req.session_id());
+  t.exec_prepared("session_delete", ns, req.session_id());
+  notify(t, {.kind = ChangeNotice::Kind::deleted,
+             .namespace_name = ns,
+             .session_id = req.session_id(),
+             .version = cur->version,
+             .epoch = cur->epoch,
+             .engine = s.engine_id});
+  t.commit();
+}
+
+AssignStart begin_assign(pqxx::connection_base& conn, const Scope& s, const wire::Assign& req,
+                         const std::string& assign_id, std::chrono::milliseconds hold,
+                         std::uint32_t drain_deadline_ms) {
+  require_id(req.session_id(), "session id");
+  require_id(req.engine_id(), "engine id");
+  const std::string& ns = s.namespace_name;
+  pqxx::work t(conn);
+  // Epoch 0 and no owner: finish_assign makes it epoch 1, as a commit-create would.
+  if (req.create()) t.exec_prepared("session_create", ns, req.session_id(), "", i64{0});
+  auto r = t.exec_prepared("assign_mark", ns, req.session_id(), assign_id,
+                           static_cast<i64>(hold.count()));
+  if (r.empty()) {
+    if (!lock_session(t, s, req.session_id())) not_found();
+    throw StoreError(wire::ASSIGN_CONFLICT, "another assign of this session is in progress");
+  }
+  AssignStart start{r[0][0].as<std::string>(), r[0][1].as<std::uint64_t>(),
+                    r[0][2].as<std::uint64_t>(), false};
+  if (!start.previous_owner.empty() && start.previous_owner != req.engine_id()) {
+    start.drain_requested = true;
+    notify(t, {.kind = ChangeNotice::Kind::drain,
+               .namespace_name = ns,
+               .session_id = req.session_id(),
+               .version = start.version,
+               .epoch = start.epoch,
+               .engine = start.previous_owner,
+               .deadline_ms = drain_deadline_ms});
+  }
+  t.commit();
+  return start;
+}
+
+wire::AssignReply finish_assign(pqxx::connection_base& conn, const Scope& s,
+                                const wire::Assign& req, const std::string& assign_id) {
+  const std::string& ns = s.namespace_name;
+  pqxx::work t(conn);
+  auto r = t.exec_prepared("assign_lock", ns, req.session_id(), assign_id);
+  if (r.empty()) {
+    // Our mark expired and another assign (or a delete) took over.
+    throw StoreError(wire::ASSIGN_CONFLICT, "the assign was overtaken by another");
+  }
+  wire::AssignReply reply;
+  reply.set_previous_owner(r[0][0].as<std::string>());
+  reply.set_epoch(r[0][1].as<i64>());
+  reply.set_version(r[0][2].as<i64>());
+  if (reply.previous_owner() == req.engine_id() && reply.epoch() > 0) {
+    t.commit();
+    return reply;  // already the owner: the epoch stays
+  }
+  auto u = t.exec_prepared("assign_owner", ns, req.session_id(), req.engine_id());
+  reply.set_epoch(u[0][0].as<i64>());
+  reply.set_version(u[0][1].as<i64>());
+  notify(t, {.kind = ChangeNotice::Kind::owner,
+             .namespace_name = ns,
+             .session_id = req.session_id(),
+             .version = reply.version(),
+             .epoch = reply.epoch(),
+             .engine = req.engine_id()});
+  t.commit();
+  return reply;
+}
+
+void end_assign(pqxx::connection_base& conn, const Scope& s, const std::string& session_id,
+                const std::string& assign_id) {
+  pqxx::work t(conn);
+  t.exec_prepared("assign_end", s.namespace_name, session_id, assign_id);
+  t.commit();
+}
+
+void release(pqxx::connection_base& conn, const Scope& s, const wire::Release& req) {
+  require_id(req.session_id(), "session id");
+  pqxx::work t(conn);
+  const auto cur = lock_session(t, s, req.session_id());
+  if (!cur) not_found();
+  if (req.epoch() != cur->epoch) stale_epoch(req.epoch(), cur->owner, cur->epoch, cur->version);
+  if (cur->owner.empty()) return;
+  t.exec_prepared("release_owner", s.namespace_name, req.session_id());
+  notify(t, {.kind = ChangeNotice::Kind::owner,
+             .namespace_name = s.namespace_name,
+             .session_id = req.session_id(),
+             .version = cur->version,
+             .epoch = cur->epoch,
+             .engine = ""});
+  t.commit();
+}
+
+void announce(pqxx::connection_base& conn, const ChangeNotice& notice) {
+  pqxx::nontransaction t(conn);
+  notify(t, notice);
+}
+
+}  // namespace cookiefs::storage

@@ -1,0 +1,73 @@
+// PgStore: every SQL statement of the storage-service. Each function runs one
+// short transaction on the connection it is given and either completes or
+// changes nothing. Domain failures are StoreError (NOT_FOUND, STALE_EPOCH,
+// VERSION_CONFLICT, ...); database failures are pqxx exceptions, mapped to
+// UNAVAILABLE/INTERNAL by PgPool. Notifications for other replicas are sent
+// with pg_notify inside the same transaction, so they fire only on commit.
+//
+// Thread-safety: stateless; a connection must be used by one thread at a time
+// (PgPool guarantees that). prepare_statements() must run once per connection.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "change_notice.hpp"
+#include "commit_plan.hpp"
+#include "cookiefs.pb.h"
+
+namespace pqxx {
+class connection_base;
+}
+
+namespace cookiefs::storage {
+
+// Who is asking: everything is scoped by the connection's namespace.
+struct Scope {
+  std::string namespace_name;
+  std::string engine_id;  // empty for the shim / NM
+};
+
+void prepare_statements(pqxx::connection_base& conn);
+
+wire::CommitReply commit(pqxx::connection_base& conn, const Scope& scope,
+                         const wire::CommitSession& req, const Limits& limits);
+
+wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& scope,
+                       const wire::FetchSession& req, std::int64_t history_versions);
+
+wire::ListReply list(pqxx::connection_base& conn, const Scope& scope,
+                     const wire::ListSessions& req);
+
+void delete_session(pqxx::connection_base& conn, const Scope& scope,
+                    const wire::DeleteSession& req);
+
+// First step of an assign: marks the session as being assigned (until `hold`
+// from now) so concurrent assigns get ASSIGN_CONFLICT, creates it if asked,
+// and asks the current owner (if another engine) to drain.
+struct AssignStart {
+  std::string previous_owner;
+  std::uint64_t epoch = 0;
+  std::uint64_t version = 0;
+  bool drain_requested = false;
+};
+AssignStart begin_assign(pqxx::connection_base& conn, const Scope& scope, const wire::Assign& req,
+                         const std::string& assign_id, std::chrono::milliseconds hold,
+                         std::uint32_t drain_deadline_ms);
+
+// Moves ownership to req.engine_id with epoch+1 (unless it already owns it).
+wire::AssignReply finish_assign(pqxx::connection_base& conn, const Scope& scope,
+                                const wire::Assign& req, const std::string& assign_id);
+
+// Clears the assign mark (best effort; it also expires by itself).
+void end_assign(pqxx::connection_base& conn, const Scope& scope, const std::string& session_id,
+                const std::string& assign_id);
+
+// The owner gives the session up: owner cleared when the epoch matches.
+void release(pqxx::connection_base& conn, const Scope& scope, const wire::Release& req);
+
+// Sends a notice to every replica (DrainDone / SessionReady hand-shake).
+void announce(pqxx::connection_base& conn, const ChangeNotice& notice);
+
+}  // namespace cookiefs::storage

@@ -1,0 +1,85 @@
+// ServiceConfig key registration; see service_config.hpp.
+#include "service_config.hpp"
+
+#include <charconv>
+
+#include "logging.hpp"
+
+namespace cookiefs::storage {
+
+void register_keys(ConfigSchema& s, ServiceConfig& c) {
+  std::vector<std::string> levels(std::begin(kLogLevels), std::end(kLogLevels));
+  s.add("listen", &c.listen, "protocol listen address HOST:PORT");
+  s.add("metrics_listen", &c.metrics_listen,
+        "metrics/health listen address HOST:PORT (empty disables)");
+  s.add(
+      "database.url", &c.database_url, "PostgreSQL URL (libpq syntax, multi-host allowed)",
+      {.flag = "--database-url", .env = "COOKIEFS_DATABASE_URL", .required = true, .secret = true});
+  s.add("database.pool_size", &c.pool_size, "database connections (and SQL threads)",
+        {.min = 1, .max = 256});
+  s.add("database.connect_timeout", &c.connect_timeout, "timeout of one database connect",
+        {.min = 1000, .max = 600'000});
+  s.add("server.threads", &c.threads, "network threads", {.min = 1, .max = 256});
+  s.add("server.max_connections", &c.max_connections, "connections accepted at once",
+        {.min = 1, .max = 1'000'000});
+  s.add("server.max_in_flight_per_connection", &c.max_in_flight_per_connection,
+        "requests handled at once per connection", {.min = 1, .max = 10'000});
+  s.add("server.shutdown_grace", &c.shutdown_grace, "how long SIGTERM waits for in-flight requests",
+        {.min = 0, .max = 3'600'000});
+  s.add("limits.max_frame_bytes", &c.max_frame_bytes, "largest frame accepted",
+        {.min = 4096, .max = 1ll << 31});
+  s.add("limits.max_file_bytes", &c.max_file_bytes, "largest file in a session",
+        {.min = 1, .max = 1ll << 31});
+  s.add("limits.max_session_bytes", &c.max_session_bytes, "largest session (sum of its files)",
+        {.min = 1, .max = 1ll << 40});
+  s.add("limits.max_files_per_session", &c.max_files_per_session, "files in one session",
+        {.min = 1, .max = 1'000'000});
+  s.add("history.versions", &c.history_versions, "versions of each session kept for fetch",
+        {.min = 1, .max = 100'000});
+  s.add("affinity.drain_grace", &c.drain_grace,
+        "default wait for the previous owner's drain (and the new owner's ready)",
+        {.min = 0, .max = 600'000});
+  s.add("log.level", &c.log_level, "log level", {.choices = levels});
+}
+
+std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    throw ConfigError("expected HOST:PORT, got \"" + text + "\"");
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const std::string port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc() || p != port_text.data() + port_text.size() ||
+      port > 65535) {
+    throw ConfigError("expected HOST:PORT with a port 0-65535, got \"" + text + "\"");
+  }
+  return {host, static_cast<std::uint16_t>(port)};
+}
+
+void check(const ServiceConfig& c, const std::string& source) {
+  const auto key_error = [&](const char* key, const ConfigError& e) {
+    return ConfigError(source + ": " + key + ": " + e.what());
+  };
+  try {
+    split_host_port(c.listen);
+  } catch (const ConfigError& e) {
+    throw key_error("listen", e);
+  }
+  if (!c.metrics_listen.empty()) {
+    try {
+      split_host_port(c.metrics_listen);
+    } catch (const ConfigError& e) {
+      throw key_error("metrics_listen", e);
+    }
+  }
+  if (c.max_file_bytes.bytes > c.max_frame_bytes.bytes) {
+    throw ConfigError(source + ": limits.max_file_bytes: must not exceed limits.max_frame_bytes");
+  }
+}
+
+}  // namespace cookiefs::storage

@@ -218,9 +218,12 @@ void ConfigSchema::bind(CLI::App& app) {
   for (auto& k : keys_) {
     std::string help = k.help + " [" + k.name + "]";
     if (!k.opt.env.empty()) help += " (env " + k.opt.env + ")";
-    auto* o = app.add_option(k.opt.flag, k.flag_value, help);
-    o->type_name(k.type_name == "boolean" ? "BOOL" : "VALUE");
-    if (k.opt.secret) help += " — prefer the environment or a file for secrets";
+    if (k.type_name == "boolean") {
+      // `--json` alone means true; `--json=false` still works.
+      app.add_flag(k.opt.flag, k.flag_value, help);
+    } else {
+      app.add_option(k.opt.flag, k.flag_value, help)->type_name("VALUE");
+    }
   }
   app.callback([this, &app] {
     for (auto& k : keys_) k.flag_given = app.count(k.opt.flag) > 0;

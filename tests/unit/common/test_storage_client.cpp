@@ -235,13 +235,16 @@ TEST_CASE("parse_endpoint accepts host:port and [v6]:port, rejects the rest") {
 TEST_CASE("many requests in flight get their own replies, even out of order") {
   constexpr int kRequests = 40;
   std::mutex held_mutex;
-  std::vector<std::pair<FakeServer::PeerPtr, wire::Envelope>> held;
+  // weak: the peers belong to the server, which is destroyed first.
+  std::vector<std::pair<std::weak_ptr<FakeServer::Peer>, wire::Envelope>> held;
   // Holds every fetch until all arrived, then answers them newest first.
   FakeServer server([&](FakeServer& s, const FakeServer::PeerPtr& peer, const wire::Envelope& req) {
     std::lock_guard lock(held_mutex);
     held.emplace_back(peer, req);
     if (held.size() == kRequests) {
-      for (auto it = held.rbegin(); it != held.rend(); ++it) answer(s, it->first, it->second);
+      for (auto it = held.rbegin(); it != held.rend(); ++it) {
+        if (auto p = it->first.lock()) answer(s, p, it->second);
+      }
     }
   });
   StorageClient client(options_for({server.endpoint()}));

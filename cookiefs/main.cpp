@@ -6,6 +6,8 @@
 //
 // Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -168,7 +170,8 @@ int run(int argc, char** argv) {
     if (!positional.empty()) cfg.mountpoint = positional;
     check(cfg);
   } catch (const ConfigError& e) {
-    std::cerr << "cookiefs: " << e.what() << '\n';
+    const std::string what = e.what();  // the schema's messages already name the source
+    std::cerr << (what.starts_with("cookiefs") ? "" : "cookiefs: ") << what << '\n';
     return kExitUsage;
   }
   init_logging("cookiefs", cfg.log_level);
@@ -226,6 +229,12 @@ int run(int argc, char** argv) {
   // Threads do not survive the fork: everything that runs one starts after it.
   fuse_daemonize(cfg.foreground ? 1 : 0);
 
+  // Our own threads must not take the termination signals: libfuse's handler
+  // only wakes the loop when it runs on a FUSE worker (its read() is interrupted).
+  sigset_t termination, previous;
+  sigemptyset(&termination);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&termination, sig);
+  pthread_sigmask(SIG_BLOCK, &termination, &previous);
   std::unique_ptr<Metrics> metrics;
   try {
     metrics = std::make_unique<Metrics>(cfg.metrics_listen);
@@ -245,6 +254,7 @@ int run(int argc, char** argv) {
   int rc;
   {
     Sampler sampler(*metrics, sessions, queue);
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     fuse_loop_config* loop = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(cfg.fuse_threads));
     rc = fuse_session_loop_mt(se, loop);

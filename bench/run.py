@@ -272,7 +272,7 @@ def params(quick):
                 "timeout": 120, "service_seconds": 2, "handoff_sessions": 10,
                 "rss_sessions": 1000}
     return {"budget": 2.0, "min_ops": 20, "max_ops": 100000, "cold_sessions": 50,
-            "timeout": 600, "service_seconds": 10, "handoff_sessions": 50,
+            "timeout": 240, "service_seconds": 10, "handoff_sessions": 50,
             "rss_sessions": 10000}
 
 
@@ -333,14 +333,28 @@ def main():
                     errors[(w, name)] = f"target unavailable: {str(exc).splitlines()[0]}"
 
         results = {w: {} for w in workloads}
+        stalled = {}
         for r in range(args.rounds):
             for w in workloads:
                 # Rotate the order so no target always runs right after another.
                 order = live[r % len(live):] + live[:r % len(live)]
                 for name in order:
+                    if name in stalled:
+                        errors.setdefault((w, name), stalled[name])
+                        continue
+                    if made[name].failure():
+                        stalled[name] = made[name].failure().splitlines()[0]
+                        errors.setdefault((w, name), stalled[name])
+                        log(f"target {name} is down: {stalled[name]}")
+                        continue
                     try:
                         res = run_workload(made[name], w, r, p)
                         results[w].setdefault(name, {})[r] = res
+                    except subprocess.TimeoutExpired:
+                        # A stuck mount would stall every later workload too.
+                        stalled[name] = f"timed out after {p['timeout']}s (target skipped after)"
+                        errors[(w, name)] = stalled[name]
+                        log(f"round {r + 1} {w} on {name}: {stalled[name]}")
                     except Exception as exc:  # noqa: BLE001 - a failing target is a result
                         errors[(w, name)] = str(exc)
                         log(f"round {r + 1} {w} on {name}: {exc}")
@@ -348,18 +362,21 @@ def main():
 
         svc = {}
         bench_bin = os.path.join(args.build_dir, "bench", "cookiefs-service-bench")
+        if needs_stack and not stack_error and stack.failure():
+            stack_error = stack.failure().splitlines()[0]
+            log(f"no service benchmarks: {stack_error}")
         if not args.no_service and not stack_error:
             if os.access(bench_bin, os.X_OK):
                 svc["commits"] = service.commits_vs_pgbench(stack, bench_bin, root, args.rounds,
                                                             p["service_seconds"])
-                if "cookiefs" in live:
+                if "cookiefs" in live and not stack.failure():
                     svc["handoff"] = service.handoff(stack, bench_bin, root, made["cookiefs"].dir,
                                                      p["handoff_sessions"])
                 if not args.quick and shutil.which("valgrind"):
                     svc["instructions"] = service.callgrind_instructions(stack, bench_bin, root)
             else:
                 log(f"{bench_bin} not built: no service benchmarks")
-            if "cookiefs" in live:
+            if "cookiefs" in live and not stack.failure():
                 cache = tmpfs_root if args.cookiefs_cache == "tmpfs" else disk_root
                 svc["rss"] = service.mount_rss(stack, teardown, cache, p["rss_sessions"])
 

@@ -135,6 +135,9 @@ class Target:
     def start(self, teardown):
         raise NotImplementedError
 
+    def failure(self):
+        return None
+
 
 class Tmpfs(Target):
     """Mounted once by the harness (other targets use it as backing store)."""
@@ -287,6 +290,14 @@ class CookiefsStack:
                       f"127.0.0.1:{self.storage_metrics}"], log_path, teardown, "storage-service")
         wait_for(lambda: port_open(self.storage_port), "storage-service", proc, log_path)
         self.storage = f"127.0.0.1:{self.storage_port}"
+        self.proc, self.log_path = proc, log_path
+
+    def failure(self):
+        """Why the stack can no longer serve, or None. Checked before anything
+        that would block on it (an fsync on a mount waits for the service)."""
+        if self.proc.poll() is not None:
+            return f"storage-service exited with {self.proc.returncode}{tail(self.log_path, 3)}"
+        return None
 
     def mount(self, teardown, view, cache_root, extra=()):
         """Starts a cookiefs mount with engine id bench-<view>; returns (path, proc, metrics)."""
@@ -317,3 +328,6 @@ class Cookiefs(Target):
         self.dir, self.proc_a, metrics_a = self.stack.mount(teardown, "a", self.cache_root)
         self.reader_dir, self.proc_b, metrics_b = self.stack.mount(teardown, "b", self.cache_root)
         self.metrics = [metrics_a, metrics_b]
+
+    def failure(self):
+        return self.stack.failure()

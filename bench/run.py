@@ -5,7 +5,7 @@ ops/s, p50, p99, ratio to tmpfs in the same round, FUSE requests per op), the
 service-level results and the goals, writes a PNG chart, and tears everything
 down again, also on failure or Ctrl-C.
 
-  sudo bench/run.py [--build-dir build] [--quick]
+  sudo bench/run.py [--build-dir build] [--quick] [--strict]
 
 Needs root (mounts a tmpfs, runs FUSE mounts and a private sshd). See
 docs/performance.md for the method. Single-threaded orchestration; the
@@ -254,6 +254,9 @@ def parse_args():
     p.add_argument("--cookiefs-cache", choices=["disk", "tmpfs"], default="disk",
                    help="where cookiefs keeps its cache dir (default: the local disk)")
     p.add_argument("--no-service", action="store_true", help="skip the service-level benchmarks")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when a target, workload or service benchmark failed to run "
+                        "(never because of timings): the CI regression guard")
     p.add_argument("--chart", help="PNG path (default: docs/performance.png on a full run)")
     p.add_argument("--json", help="write all raw results here")
     p.add_argument("--markdown", help="write the tables here too")
@@ -395,6 +398,16 @@ def main():
         if args.chart:
             chart(results, target_names, args.chart, root)
         log(f"finished in {time.monotonic() - started:.0f}s")
+        broken = [f"{w} on {t}: {e.splitlines()[0]}" for (w, t), e in errors.items()]
+        broken += [f"{k}: {v['error'].splitlines()[0]}" for k, v in svc.items()
+                   if isinstance(v, dict) and "error" in v]
+        broken += [f"service {k}" for k in ("service_error", "pgbench_error")
+                   if k in svc.get("commits", {})]
+        if stack_error:
+            broken.append(stack_error)
+        if args.strict and broken:
+            log(f"--strict: {len(broken)} benchmark(s) could not run; first: {broken[0]}")
+            return 1
         return 0
     except Interrupted as exc:
         log(f"interrupted ({exc}); tearing down")

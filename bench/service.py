@@ -64,21 +64,26 @@ def pgbench_tps(stack, root, seconds, clients=64):
     return {"tps": float(m.group(1)), "latency_avg_ms": float(lat.group(1)) if lat else None}
 
 
-def commits_vs_pgbench(stack, bench_bin, root, rounds, seconds):
+def commits_vs_pgbench(stack, bench_bin, root, rounds, seconds, service_down=None):
     # Stored uncompressed (STORAGE EXTERNAL) so each upsert writes its 16 KiB,
     # as a snapshot of random cookie bytes would.
     psql(stack, "CREATE TABLE IF NOT EXISTS bench_jar (id int PRIMARY KEY, data text); "
                 "ALTER TABLE bench_jar ALTER data SET STORAGE EXTERNAL;")
     out = {"service": [], "pgbench": []}
+    if service_down:
+        out["service_error"] = service_down
     for r in range(rounds):
         try:
+            if service_down:
+                raise RuntimeError(service_down)
             out["service"].append(run_json(
                 [bench_bin, "commits", "--storage", stack.storage, "--writers", "64",
                  "--connections", "8", "--size", "16384", "--seconds", str(seconds),
                  "--prefix", f"svc-r{r}-{random.randrange(1 << 30):x}"], seconds * 10 + 120))
         except Exception as exc:  # noqa: BLE001 - reported as a TODO row
             out["service_error"] = str(exc)
-            log(f"service commits: {exc}")
+            if not service_down:
+                log(f"service commits: {exc}")
         try:
             out["pgbench"].append(pgbench_tps(stack, root, seconds))
         except Exception as exc:  # noqa: BLE001

@@ -223,6 +223,7 @@ def chart(results, target_names, path, root):
                       for i in range(len(names)))
     script = f"""set terminal pngcairo size 1200,560 font ',10'
 set output '{path}'
+set termoption noenhanced
 set title 'cookie-jar workloads: throughput relative to tmpfs (same round, median of rounds)'
 set style data histograms
 set style histogram clustered gap 1

@@ -35,8 +35,8 @@ TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs"]
 WORKLOAD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workload.py")
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(BaseException):
+    """Not an Exception: the per-workload `except Exception` must not swallow Ctrl-C."""
 
 
 def on_signal(signum, _frame):

@@ -74,9 +74,9 @@ void ChangeFeed::run() {
       backoff = kBackoffMin;
     } catch (const std::exception& e) {
       if (connected_.exchange(false)) {
-        spdlog::warn("change feed lost its database connection: {}", e.what());
+        spdlog::warn("change feed lost its database connection: {}", one_line(e.what()));
       } else {
-        spdlog::debug("change feed cannot connect: {}", e.what());
+        spdlog::debug("change feed cannot connect: {}", one_line(e.what()));
       }
       if (metrics_) metrics_->change_feed_connected->Set(0);
       if (!pause(backoff)) break;

@@ -22,6 +22,19 @@ bool retryable_sqlstate(const std::string& s) {
 
 }  // namespace
 
+std::string one_line(const std::string& message) {
+  std::string out;
+  for (char c : message) {
+    if (c == '\n' || c == '\t') {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
 std::string with_connect_timeout(const std::string& url, std::chrono::milliseconds timeout) {
   const auto secs = std::max<long long>(1, (timeout.count() + 999) / 1000);
   const std::string param = "connect_timeout=" + std::to_string(secs);
@@ -54,6 +67,14 @@ std::unique_ptr<pqxx::connection> PgPool::connect() {
   return c;
 }
 
+void PgPool::report_unavailable(const std::string& why) {
+  if (healthy_.exchange(false)) {
+    spdlog::warn("database unavailable: {}", why);
+  } else {
+    spdlog::debug("database still unavailable: {}", why);
+  }
+}
+
 void PgPool::with_connection(const std::function<void(pqxx::connection&)>& fn) {
   // Threads == connections, so there is always an idle one or room for one.
   for (int attempt = 0;; ++attempt) {
@@ -77,6 +98,7 @@ void PgPool::with_connection(const std::function<void(pqxx::connection&)>& fn) {
     try {
       if (!conn) conn = connect();
       fn(*conn);
+      if (!healthy_.exchange(true)) spdlog::info("database reachable again");
       std::lock_guard lock(mu_);
       idle_.push_back(std::move(conn));
       return;
@@ -96,7 +118,7 @@ void PgPool::with_connection(const std::function<void(pqxx::connection&)>& fn) {
         spdlog::info("database connection was broken; reconnecting");
         continue;
       }
-      spdlog::warn("database unavailable: {}", e.what());
+      report_unavailable(one_line(e.what()));
       throw StoreError(wire::UNAVAILABLE, "database unavailable");
     } catch (const pqxx::sql_error& e) {
       const bool open = conn && conn->is_open();
@@ -105,7 +127,7 @@ void PgPool::with_connection(const std::function<void(pqxx::connection&)>& fn) {
         idle_.push_back(std::move(conn));
       }
       if (!open || retryable_sqlstate(e.sqlstate())) {
-        spdlog::warn("database unavailable (SQLSTATE {})", e.sqlstate());
+        report_unavailable("SQLSTATE " + e.sqlstate());
         throw StoreError(wire::UNAVAILABLE, "database unavailable");
       }
       // The message may quote values (session ids): debug only.
@@ -113,7 +135,7 @@ void PgPool::with_connection(const std::function<void(pqxx::connection&)>& fn) {
       spdlog::debug("database error: {}", e.what());
       throw StoreError(wire::INTERNAL, "database error " + e.sqlstate());
     } catch (const pqxx::failure& e) {
-      spdlog::warn("database failure: {}", e.what());
+      report_unavailable(one_line(e.what()));
       throw StoreError(wire::UNAVAILABLE, "database unavailable");
     }
   }

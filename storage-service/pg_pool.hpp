@@ -22,6 +22,7 @@
 #include <asio/use_awaitable.hpp>
 #include <pqxx/connection>
 
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <functional>
@@ -43,29 +44,30 @@ class PgPool {
   PgPool& operator=(const PgPool&) = delete;
 
   // Runs fn(connection) on a database thread; rethrows its StoreError.
+  // Deliberately not a coroutine itself: GCC 12 destroys a coroutine's
+  // by-value std::function parameter twice when it is moved into a lambda.
   template <typename R>
   asio::awaitable<R> run(std::function<R(pqxx::connection&)> fn) {
-    auto result = co_await asio::async_initiate<decltype(asio::use_awaitable),
-                                                void(std::exception_ptr, std::shared_ptr<R>)>(
-        [this, fn = std::move(fn)](auto handler) mutable {
+    return asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr, R)>(
+        [this](auto handler, std::function<R(pqxx::connection&)> work_fn) {
           auto work = asio::make_work_guard(asio::get_associated_executor(handler));
-          asio::post(threads_, [this, fn = std::move(fn), handler = std::move(handler),
+          asio::post(threads_, [this, fn = std::move(work_fn), handler = std::move(handler),
                                 work = std::move(work)]() mutable {
             std::exception_ptr error;
-            std::shared_ptr<R> result;
+            R result{};
             try {
-              with_connection([&](pqxx::connection& c) { result = std::make_shared<R>(fn(c)); });
+              with_connection([&](pqxx::connection& c) { result = fn(c); });
             } catch (...) {
               error = std::current_exception();
             }
             auto ex = asio::get_associated_executor(handler);
-            asio::post(ex, [handler = std::move(handler), error, result]() mutable {
-              std::move(handler)(error, result);
-            });
+            asio::post(ex,
+                       [handler = std::move(handler), error, result = std::move(result)]() mutable {
+                         std::move(handler)(error, std::move(result));
+                       });
           });
         },
-        asio::use_awaitable);
-    co_return std::move(*result);
+        asio::use_awaitable, std::move(fn));
   }
 
   // The same, run from the calling thread (start-up work such as migrations).
@@ -77,12 +79,19 @@ class PgPool {
   void with_connection(const std::function<void(pqxx::connection&)>& fn);
   std::unique_ptr<pqxx::connection> connect();
 
+  // Logs the first failure of an outage at warn and the rest at debug.
+  void report_unavailable(const std::string& why);
+
   std::string url_;
   Metrics* metrics_;
+  std::atomic<bool> healthy_{true};
   asio::thread_pool threads_;
   std::mutex mu_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_;  // guarded by mu_
 };
+
+// libpq's messages span lines; logs want one.
+std::string one_line(const std::string& message);
 
 // Appends libpq's connect_timeout (whole seconds) to a URL or keyword string.
 std::string with_connect_timeout(const std::string& url, std::chrono::milliseconds timeout);

@@ -339,6 +339,14 @@ class Stack:
     def dump_logs(self, out):
         if self.root is None:
             return
+        out.write("\n----- daemon states -----\n")
+        procs = [("storage-service", self.storage)] + [
+            (f"cookiefs {m.name}", m.proc) for m in self.mounts.values()]
+        for name, proc in procs:
+            code = None if proc is None else proc.poll()
+            state = ("never started" if proc is None else "running" if code is None else
+                     f"killed by signal {-code}" if code < 0 else f"exited with {code}")
+            out.write(f"{name}: {state}\n")
         logs = os.path.join(self.root, "logs")
         for fname in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
             out.write(f"\n----- {fname} (last 200 lines) -----\n")

@@ -378,6 +378,17 @@ class StackTestCase(unittest.TestCase):
         result = result if result is not None else self.defaultTestResult()
         before = len(result.failures) + len(result.errors)
         out = super().run(result)
+        storage = self.stack.storage if self.stack is not None else None
+        if storage is not None and storage.poll() is not None:
+            # Blame the test during which the service died, then give the
+            # next tests a live one so that their results mean something.
+            code = storage.returncode
+            how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+            result.addFailure(self, (AssertionError, AssertionError(
+                f"storage-service {how} during this test:\n{tail(self.stack.storage_log, 15)}"),
+                None))
+            with contextlib.suppress(Exception):
+                self.stack.start_storage()
         if len(result.failures) + len(result.errors) > before and self.stack is not None:
             sys.stderr.write(f"\n===== daemon logs after failure of {self.id()} =====\n")
             self.stack.dump_logs(sys.stderr)

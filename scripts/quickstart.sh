@@ -47,6 +47,15 @@ mount_bin="$build/cookiefs/cookiefs"
 # Idempotence: whatever a previous run left running goes first.
 bash "$root/scripts/stop.sh" --quiet
 mkdir -p "$state"
+# After stop.sh nothing of ours listens: a busy port belongs to someone else.
+for port in "$pg_port" "$storage_port" "$storage_metrics_port" "$mount_metrics_port"; do
+  if port_open "$port"; then
+    die "port $port is already in use by another program; choose other ports with COOKIEFS_PG_PORT, COOKIEFS_STORAGE_PORT, COOKIEFS_STORAGE_METRICS_PORT, COOKIEFS_MOUNT_METRICS_PORT"
+  fi
+done
+
+# A half-started stack is worse than none: on any failure stop it (logs stay in .state/).
+trap 'status=$?; if ((status != 0)); then bash "$root/scripts/stop.sh" --quiet; fi' EXIT
 
 say "starting PostgreSQL (.state/pg, port $pg_port)"
 database_url=$(bash "$root/scripts/pg-cluster.sh" start "$state/pg" "$pg_port")
@@ -69,7 +78,7 @@ example=""
 if [[ -x "$mount_bin" ]]; then
   say "starting cookiefs mount (.state/mnt)"
   mkdir -p "$state/mnt" "$state/cache"
-  engine_id="quickstart-$(hostname -s | tr -c 'A-Za-z0-9._-\n' '-')"
+  engine_id="quickstart-$(hostname -s | sed 's/[^A-Za-z0-9._-]/-/g')"
   setsid "$mount_bin" --storage "127.0.0.1:$storage_port" --engine-id "$engine_id" \
     --cache-dir "$state/cache" --metrics-listen "127.0.0.1:$mount_metrics_port" -f "$state/mnt" \
     </dev/null >"$state/cookiefs.log" 2>&1 &

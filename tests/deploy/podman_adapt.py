@@ -8,16 +8,19 @@ the manifests as they are (deploy/k8s stays Kubernetes-correct):
   Service names become 127.0.0.1 and every port becomes a free one chosen by
   the caller (PostgreSQL via PGPORT, the storage service and the mount via
   their config files); a second storage replica would collide, so 1 replica.
+- podman 4.3 ignores mountPropagation on emptyDir volumes, so the engine
+  pod's "jars" emptyDir becomes a hostPath to JARS_DIR, which the caller
+  makes a shared mount (Bidirectional then propagates the FUSE mount).
 - Objects podman does not play (Service, PDB, HPA, Namespace, Secret) are
   dropped.
 
-  podman_adapt.py IN.yaml OUT.yaml PG_PORT STORAGE_PORT STORAGE_METRICS_PORT MOUNT_METRICS_PORT
+  podman_adapt.py IN.yaml OUT.yaml PG_PORT STORAGE_PORT STORAGE_METRICS_PORT MOUNT_METRICS_PORT JARS_DIR
 """
 import sys
 
 import yaml
 
-src, dst, pg_port, st_port, st_metrics, mnt_metrics = sys.argv[1:7]
+src, dst, pg_port, st_port, st_metrics, mnt_metrics, jars_dir = sys.argv[1:8]
 docs = [d for d in yaml.safe_load_all(open(src)) if d]
 secrets = {d["metadata"]["name"]: d.get("stringData", {}) for d in docs if d["kind"] == "Secret"}
 out = []
@@ -39,6 +42,10 @@ for d in docs:
         d["spec"]["replicas"] = 1
         pod = d["spec"]["template"]["spec"]
         pod["hostNetwork"] = True
+        for v in pod.get("volumes", []):
+            if v["name"] == "jars" and "emptyDir" in v:
+                del v["emptyDir"]
+                v["hostPath"] = {"path": jars_dir, "type": "Directory"}
         for c in pod.get("containers", []) + pod.get("initContainers", []):
             c.pop("ports", None)  # with hostNetwork, podman would publish them again
             env = []

@@ -12,13 +12,16 @@ source "$(dirname "$0")/lib.sh"
 root=$(repo_root)
 cache=${COOKIEFS_CI_CACHE:-/var/cache/cookiefs-ci}
 [[ $(id -u) -eq 0 ]] || fail "smoke_podman.sh needs root"
-apt_need podman runc debootstrap fuse3 python3-yaml curl
+apt_need podman runc catatonit debootstrap fuse3 python3-yaml curl
 build=$(find_build_dir) || fail "no build dir with the daemons (set COOKIEFS_BUILD_DIR)"
 
 tmp=$(mktemp -d /tmp/cookiefs-smoke.XXXXXX)
-# The image store persists in the cache (layers reused between runs); the
-# run state and the containers' volumes are this run's own.
+# A podman store of this test's own, kept in the cache so image layers are
+# reused between runs. Podman pins its run and volume directories in the
+# store's database, so they are fixed paths too (one run at a time).
 store=$cache/podman/root
+vols=$cache/podman/volumes
+run=/run/cookiefs-ci-podman
 export CONTAINERS_CONF=$tmp/containers.conf
 cat >"$CONTAINERS_CONF" <<CONF
 [containers]
@@ -27,10 +30,10 @@ default_ulimits = []
 cgroup_manager = "cgroupfs"
 runtime = "runc"
 events_logger = "file"
-volume_path = "$tmp/volumes"
+volume_path = "$vols"
 CONF
-mkdir -p "$tmp/volumes" "$store"
-export PODMAN="podman --root $store --runroot $tmp/run"
+mkdir -p "$vols" "$store" "$run"
+export PODMAN="podman --root $store --runroot $run"
 pm() { $PODMAN "$@"; }
 
 cleanup() {
@@ -47,10 +50,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# emptyDir volumes live under volume_path: make it a shared mount so that the
-# sidecar's FUSE mount (Bidirectional) propagates to the engine container.
-mount --bind "$tmp/volumes" "$tmp/volumes"
-mount --make-rshared "$tmp/volumes"
+# The engine pod's jar volume (a hostPath here, see podman_adapt.py) must be a
+# shared mount so that the sidecar's FUSE mount (Bidirectional) propagates to
+# the host and on to the engine container (HostToContainer).
+jars=$tmp/jars
+mkdir -p "$jars"
+mount --bind "$jars" "$jars"
+mount --make-rshared "$jars"
 
 note "images (binaries from $build)"
 mkdir -p "$tmp/bin"
@@ -65,7 +71,7 @@ kubectl_bin=$cache/kubernetes-client/usr/bin/kubectl
 "$kubectl_bin" kustomize "$root/deploy/k8s/overlays/evaluation" >"$tmp/rendered.yaml"
 pg_port=$(free_port); st_port=$(free_port); st_metrics=$(free_port); mnt_metrics=$(free_port)
 /usr/bin/python3 "$root/tests/deploy/podman_adapt.py" "$tmp/rendered.yaml" "$tmp/play.yaml" \
-  "$pg_port" "$st_port" "$st_metrics" "$mnt_metrics"
+  "$pg_port" "$st_port" "$st_metrics" "$mnt_metrics" "$jars"
 
 note "podman kube play"
 pm kube play "$tmp/play.yaml" >"$tmp/play.log" 2>&1 || { cat "$tmp/play.log"; fail "kube play failed"; }
@@ -93,9 +99,9 @@ psql_eval "SELECT path, valid_from FROM files WHERE session_id = 'demo-session' 
 curl -sf "http://127.0.0.1:$mnt_metrics/metrics" | grep -E '^cookiefs_(commits_total|storage_connected|dirty_bytes)' || true
 
 note "SIGTERM to the engine pod unmounts cleanly"
-volumes_fuse() { grep -F "$tmp/volumes" /proc/self/mountinfo | grep -c fuse || true; }
-echo "FUSE mounts under the pod volumes before stop: $(volumes_fuse)"
-[[ $(volumes_fuse) -ge 1 ]] || fail "the sidecar's mount did not propagate to the host volume"
+volumes_fuse() { grep -F "$jars/" /proc/self/mountinfo | grep -c fuse || true; }
+echo "FUSE mounts under the jar volume before stop: $(volumes_fuse)"
+[[ $(volumes_fuse) -ge 1 ]] || fail "the sidecar's mount did not propagate to the host"
 pm pod stop -t 60 engine-pod-0 >/dev/null
 code=$(pm inspect --format '{{.State.ExitCode}}' engine-pod-0-cookiefs)
 pm logs --tail 5 engine-pod-0-cookiefs 2>&1 | sed 's/^/  sidecar: /'

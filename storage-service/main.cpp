@@ -128,6 +128,13 @@ int main(int argc, char** argv) {
         },
         &metrics);
     feed.start();
+    // A replica that accepts subscribers before it LISTENs would miss the
+    // changes they subscribed for: give the feed a moment before opening up.
+    const auto feed_deadline = std::chrono::steady_clock::now() + 2 * cfg.connect_timeout;
+    while (!feed.connected() && std::chrono::steady_clock::now() < feed_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!feed.connected()) spdlog::warn("change feed not connected yet; starting anyway");
 
     asio::io_context io(static_cast<int>(cfg.threads));
     storage::Server server(io, ctx);

@@ -87,7 +87,8 @@ wait_for "PostgreSQL" 120 psql_eval "SELECT 1" || { logs; fail "PostgreSQL did n
 wait_for "storage-service metrics" 120 curl -sf "http://127.0.0.1:$st_metrics/metrics" || { logs; fail "storage-service did not come up"; }
 wait_for "the sidecar's mount" 120 pm exec engine-pod-0-cookiefs cookiefs-sidecar ready || { logs; fail "sidecar did not mount"; }
 echo "mount visible in the engine container:"
-pm exec engine-pod-0-engine ls -la /var/lib/cookiefs/jars/mnt/ || { logs; fail "engine does not see the mount"; }
+pm exec engine-pod-0-engine ls -la /var/lib/cookiefs/jars/mnt/ || true
+pm exec engine-pod-0-engine test -d /var/lib/cookiefs/jars/mnt/.cookiefs || { logs; fail "engine does not see the mount"; }
 
 note "the engine's jar lands in PostgreSQL"
 landed() {

@@ -70,7 +70,15 @@ inline int check(int rc) {
 // its syscalls, then (only if done() was called) a change noted for commit.
 class Mutation {
  public:
-  Mutation(Filesystem& fs, Session& s) : fs_(fs), s_(s), lock_(s.tree_lock) {}
+  // Throws Errno(EROFS) when this mount may not write the session (not its
+  // owner, or drained for a hand-off). The claim of an unowned session
+  // (affinity: auto) happens before the lock: it waits for the service.
+  Mutation(Filesystem& fs, Session& s) : fs_(fs), s_(s), lock_(s.tree_lock, std::defer_lock) {
+    fs.sessions.ensure_writable(s);
+    lock_.lock();
+    // A drain may have retired the session between the check and the lock.
+    if (fs.sessions.access(s) != Access::writable) throw Errno{EROFS};
+  }
   ~Mutation() {
     if (done_) fs_.sessions.note_change(s_);
   }

@@ -76,6 +76,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     if (!i.is_real()) throw Errno{EISDIR};
     const bool truncating = fi->flags & O_TRUNC;
+    // Not the owner: refuse write access up front, so SQLite opens read-only.
+    if ((fi->flags & O_ACCMODE) != O_RDONLY && i.session) fs.sessions.ensure_writable(*i.session);
     std::optional<Mutation> m;
     if (truncating && (fi->flags & O_ACCMODE) != O_RDONLY) m.emplace(fs, *i.session);
     struct stat before {};

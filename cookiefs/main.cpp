@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "commit_queue.hpp"
+#include "control_server.hpp"
 #include "filesystem.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
@@ -244,13 +245,31 @@ int run(int argc, char** argv) {
     fuse_session_destroy(se);
     return kExitRuntime;
   }
+  // The engine-shim's way in (release, flush, status, wait_ready).
+  ControlServer control(
+      cfg.control_socket, control_mode_bits(cfg.control_mode),
+      ControlHandlers{
+          .flush = [&sessions](const wire::Flush& r) { return sessions.control_flush(r); },
+          .release = [&sessions](const wire::Release& r) { return sessions.control_release(r); },
+          .status =
+              [&sessions](const wire::StatusRequest& r) { return sessions.control_status(r); },
+          .wait_ready =
+              [&sessions](const wire::WaitReady& r) { return sessions.control_wait_ready(r); }});
+  try {
+    control.start();
+  } catch (const std::exception& e) {
+    spdlog::error("control.socket: {}", e.what());
+    fuse_session_unmount(se);
+    fuse_session_destroy(se);
+    return kExitRuntime;
+  }
   fs.metrics = metrics.get();
   sessions.on_commit = [m = metrics.get()](const char* result, double s) { m->commit(result, s); };
   client.start();
   queue.start([&sessions](const std::string& id) { return sessions.process(id); }, 4);
   sessions.recover();
-  spdlog::info("cookiefs {} serving (engine {}, {} cached sessions)", COOKIEFS_VERSION,
-               cfg.engine_id, sessions.list().size());
+  spdlog::info("cookiefs {} serving (engine {}, affinity {}, {} cached sessions)", COOKIEFS_VERSION,
+               cfg.engine_id, cfg.affinity, sessions.list().size());
   int rc;
   {
     Sampler sampler(*metrics, sessions, queue);
@@ -262,6 +281,7 @@ int run(int argc, char** argv) {
   }
   spdlog::info("stopping: unmounting and committing what is pending");
   fuse_remove_signal_handlers(se);
+  control.stop();
   fuse_session_unmount(se);
   const bool drained = queue.drain(std::chrono::seconds(10));
   queue.stop();

@@ -38,11 +38,29 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
   s.add("fuse.writeback_cache", &c.writeback_cache,
         "kernel writeback cache (not supported yet: snapshots need write-through)");
   s.add("fuse.allow_other", &c.allow_other, "let other users access the mount");
+  s.add("affinity", &c.affinity,
+        "strict: only the NM-assigned owner writes; auto: the first writer claims an unowned "
+        "session",
+        {.flag = "--affinity", .choices = {"strict", "auto"}});
+  s.add("affinity.claim_timeout", &c.claim_timeout, "auto: how long a claim may take",
+        {.min = 100, .max = 600000});
+  s.add("control.socket", &c.control_socket,
+        "Unix socket of cookiefs-shim release/flush/status (default <cache_dir>/control.sock)",
+        {.flag = "--control-socket"});
+  s.add("control.mode", &c.control_mode, "permission bits of the control socket (octal)",
+        {.flag = "--control-mode"});
   std::vector<std::string> levels(std::begin(kLogLevels), std::end(kLogLevels));
   s.add("log.level", &c.log_level, "log level", {.flag = "--log-level", .choices = levels});
 }
 
-void check(const MountConfig& c) {
+unsigned control_mode_bits(const std::string& text) {
+  if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string::npos) {
+    throw ConfigError("control.mode: not an octal permission mode such as 0600");
+  }
+  return static_cast<unsigned>(std::stoul(text, nullptr, 8));
+}
+
+void check(MountConfig& c) {
   if (!valid_id(c.engine_id)) throw ConfigError("engine_id: not a valid id");
   if (!valid_id(c.namespace_name)) throw ConfigError("namespace: not a valid id");
   if (c.storage.empty()) throw ConfigError("storage: at least one endpoint is required");
@@ -52,6 +70,11 @@ void check(const MountConfig& c) {
   }
   if (c.commit_max_lag < c.commit_delay) {
     throw ConfigError("commit.max_lag: must not be shorter than commit.delay");
+  }
+  control_mode_bits(c.control_mode);
+  if (c.control_socket.empty()) c.control_socket = c.cache_dir + "/control.sock";
+  if (c.control_socket.size() >= 108) {
+    throw ConfigError("control.socket: path longer than a Unix socket allows (107 bytes)");
   }
 }
 

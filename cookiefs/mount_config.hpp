@@ -33,13 +33,23 @@ struct MountConfig {
   bool writeback_cache = false;
   bool allow_other = false;
   std::string log_level = "info";
+  // strict: only the owner the NM assigned writes; auto: the first writer of
+  // an unowned session claims it. Non-owners see sessions read-only in both.
+  std::string affinity = "auto";
+  std::string control_socket;  // "" = <cache_dir>/control.sock
+  std::string control_mode = "0600";
+  std::chrono::milliseconds claim_timeout{5000};
   bool foreground = false;  // flag only
 };
 
 // Registers every key of `cfg` on `schema`.
 void register_keys(ConfigSchema& schema, MountConfig& cfg);
 
-// Cross-key checks after loading; throws ConfigError.
-void check(const MountConfig& cfg);
+// Cross-key checks after loading; throws ConfigError. Fills defaults that
+// depend on other keys (control.socket).
+void check(MountConfig& cfg);
+
+// control.mode as permission bits; throws ConfigError.
+unsigned control_mode_bits(const std::string& text);
 
 }  // namespace cookiefs::mount

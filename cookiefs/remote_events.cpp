@@ -19,6 +19,12 @@ void RemoteEvents::install() {
                                   ev.changed().writer());
     } else if (ev.has_deleted()) {
       fs_.sessions.remote_deleted(ev.deleted().session_id());
+    } else if (ev.has_owner_changed()) {
+      const auto& o = ev.owner_changed();
+      fs_.sessions.owner_changed(o.session_id(), o.owner(), o.epoch());
+    } else if (ev.has_drain()) {
+      fs_.sessions.drain_requested(ev.drain().session_id(), ev.drain().epoch(),
+                                   ev.drain().deadline_ms());
     }
   });
   fs_.client.on_connection_state([this](bool connected) {

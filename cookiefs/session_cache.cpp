@@ -130,6 +130,7 @@ void SessionCache::open() {
 std::shared_ptr<Session> SessionCache::load(const std::string& id) {
   auto s = std::make_shared<Session>(id, root_ / "sessions" / id);
   s->manifest = decode_manifest(read_path(s->dir / "manifest"));
+  load_owner(*s);
   // Unknown until the first snapshot: recovery compares the tree to the manifest.
   s->change_gen = 1;
   return s;
@@ -195,6 +196,11 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   fs::rename(tmp, root_ / "sessions" / id);
   auto s = load(id);
   s->change_gen = 0;
+  // Not shared yet: no lock needed (and mu_ is held, which ranks after state_mu).
+  s->owner_known = true;
+  s->owner = reply.info().owner();
+  s->owner_epoch = reply.info().epoch();
+  save_owner(*s);
   sessions_.emplace(id, s);
   client_.subscribe({id});
   return s;
@@ -222,6 +228,7 @@ std::shared_ptr<Session> SessionCache::create(const std::string& id) {
 void SessionCache::remove(const std::string& id) {
   auto s = find(id);
   if (!s) throw Errno{ENOENT};
+  if (access(*s) == Access::read_only) throw Errno{EROFS};
   std::lock_guard commit_lock(s->commit_mu);
   if (!fs::is_empty(s->files())) throw Errno{ENOTEMPTY};
   wire::DeleteSession req;
@@ -301,8 +308,26 @@ void SessionCache::reconnected() {
 }
 
 bool SessionCache::process(const std::string& id) {
+  std::optional<OwnerNote> note;
+  std::optional<DrainNote> drain;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = owner_notes_.find(id); it != owner_notes_.end()) {
+      note = it->second;
+      owner_notes_.erase(it);
+    }
+    if (auto it = drain_notes_.find(id); it != drain_notes_.end()) {
+      drain = it->second;
+      drain_notes_.erase(it);
+    }
+  }
   auto s = find(id);
-  if (!s) return true;
+  if (!s) {
+    if (!process_unheld(id, note, drain)) return false;
+    s = find(id);
+    if (!s) return true;
+  }
+  take_notes(*s, std::move(note), std::move(drain));
   std::lock_guard commit_lock(s->commit_mu);
   if (s->deleted) return true;
   if (s->remote_deleted) {
@@ -323,6 +348,9 @@ bool SessionCache::process(const std::string& id) {
     if (on_vanished) on_vanished(id);
     return true;
   }
+  // A drain commits what is pending under the retiring epoch before anything
+  // else can change the tree.
+  if (!settle_drain(*s)) return false;
   bool applying, newer;
   {
     std::lock_guard lock(s->state_mu);
@@ -335,6 +363,7 @@ bool SessionCache::process(const std::string& id) {
       return false;
     }
   }
+  if (!settle_ready(*s)) return false;
   if (!resend_unsettled(*s)) return false;
   return commit(*s);
 }
@@ -381,16 +410,21 @@ bool SessionCache::commit(Session& s) {
     snap = take_snapshot(s);
   }
   Manifest base;
+  bool local_create, may_write;
   {
     std::lock_guard lock(s.state_mu);
     if (s.committed_gen >= gen) return true;
     base = s.manifest;
+    local_create = base.version == 0 && !s.owner_known;
+    may_write = writable_locked(s);
   }
   std::int64_t total = 0;
   for (const auto& [p, f] : snap) total += static_cast<std::int64_t>(f.entry.size);
   s.bytes = total;
   const Delta delta = compute_delta(base, snap);
-  if (delta.empty() && base.version > 0) {
+  // An empty session another engine owns (assigned, nothing written yet) is
+  // not ours to create.
+  if (delta.empty() && (base.version > 0 || !may_write)) {
     std::lock_guard lock(s.state_mu);
     s.committed_gen = std::max(s.committed_gen, gen);
     s.dirty_bytes = 0;
@@ -426,6 +460,8 @@ bool SessionCache::commit(Session& s) {
   const auto started = Clock::now();
   try {
     const auto reply = client_.commit(req);
+    // A create makes this engine the owner (the service records the committer).
+    if (local_create) note_owner(s, cfg_.engine_id, reply.epoch());
     Manifest m = manifest_of(snap, reply.version(), reply.epoch());
     std::lock_guard lock(s.state_mu);
     write_manifest(s, m);
@@ -444,8 +480,11 @@ bool SessionCache::commit(Session& s) {
     return true;
   } catch (const RequestError& e) {
     const std::string code = wire::ErrorCode_Name(e.code());
+    const bool fenced = e.code() == wire::STALE_EPOCH || e.code() == wire::NOT_OWNER;
     if (on_commit) {
-      on_commit(transient(e.code()) ? "failed" : "rejected",
+      on_commit(transient(e.code()) ? "failed"
+                : fenced            ? "fenced"
+                                    : "rejected",
                 std::chrono::duration<double>(Clock::now() - started).count());
     }
     if (transient(e.code())) {
@@ -460,7 +499,16 @@ bool SessionCache::commit(Session& s) {
     }
     ++counters.commits_rejected;
     set_error(s, "commit rejected: " + code);
-    spdlog::warn("commit rejected ({}); the local snapshot is kept in quarantine", code);
+    if (fenced) {
+      ++counters.fenced;
+      spdlog::warn(
+          "commit fenced off ({}): this host wrote under epoch {} but the session is at epoch {} "
+          "(owner {}); the local snapshot is kept in quarantine",
+          code, base.epoch, e.error().current_epoch(),
+          e.error().current_owner().empty() ? "-" : e.error().current_owner());
+    } else {
+      spdlog::warn("commit rejected ({}); the local snapshot is kept in quarantine", code);
+    }
     if (e.code() == wire::NOT_FOUND) {
       s.remote_deleted = true;
       return false;  // the next run quarantines and drops the session
@@ -502,6 +550,7 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
     set_error(s, "fetch failed: " + wire::ErrorCode_Name(e.code()));
     return false;
   }
+  note_owner(s, reply.info().owner(), reply.info().epoch());
   if (reply.not_modified()) return true;
   TouchedPaths touched;
   {

@@ -4,8 +4,13 @@
 // unknown id), snapshot + commit, adoption of a remote version, quarantine of
 // a rejected snapshot, delete (rmdir), and recovery at start-up.
 //
-// Lock order (outer first): Session::commit_mu → Session::tree_lock →
-// Session::state_mu → SessionCache::mu_. InodeTable's lock is a leaf and is
+// Affinity (ownership.cpp): each session has one owner engine and an epoch;
+// this mount writes a session only while it owns it (or, with `affinity:
+// auto`, after claiming an unowned one). Owner changes, drain requests and
+// hand-off readiness arrive as storage events and are settled by process().
+//
+// Lock order (outer first): Session::claim_mu → Session::commit_mu →
+// Session::tree_lock → Session::state_mu → SessionCache::mu_. InodeTable's lock is a leaf and is
 // never held while taking any of these. Kernel notifications are sent with no
 // session lock held (the kernel may be waiting on a request that needs one).
 //
@@ -14,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
@@ -66,6 +72,34 @@ struct Session {
   bool deleted = false;
   std::optional<wire::CommitSession> unsettled;  // sent, outcome unknown
   std::uint64_t unsettled_gen = 0;
+
+  // Ownership as last learned from the storage service (events, fetches,
+  // assign replies); persisted in <dir>/owner. Unknown = never learned.
+  bool owner_known = false;
+  std::string owner;  // "" = unowned
+  std::uint64_t owner_epoch = 0;
+  // Drained or released: no writes under this epoch until `retired_until`
+  // or until the owner epoch moves past it.
+  std::uint64_t retired_epoch = 0;
+  std::chrono::steady_clock::time_point retired_until{};
+  std::uint64_t drain_epoch = 0;  // a drain to answer (DrainDone)
+  std::uint32_t drain_deadline_ms = 0;
+  std::uint64_t ready_epoch = 0;  // became owner: prefetch, then SessionReady
+
+  std::mutex claim_mu;  // one auto-claim at a time
+};
+
+// What this mount may do with a session's tree.
+enum class Access { writable, claimable, read_only };
+
+// A pending owner change or drain, noted by the event thread.
+struct OwnerNote {
+  std::string owner;
+  std::uint64_t epoch = 0;
+};
+struct DrainNote {
+  std::uint64_t epoch = 0;
+  std::uint32_t deadline_ms = 0;
 };
 
 // Paths (session-relative) that a remote adoption touched; "" is the session root.
@@ -77,6 +111,7 @@ struct CacheCounters {
   std::atomic<std::uint64_t> commits_rejected{0};
   std::atomic<std::uint64_t> adopted{0};
   std::atomic<std::uint64_t> quarantined{0};
+  std::atomic<std::uint64_t> fenced{0};  // commits rejected for a stale epoch / not owner
 };
 
 class SessionCache {
@@ -109,6 +144,22 @@ class SessionCache {
   void remote_deleted(const std::string& id);
   void reconnected();
 
+  void owner_changed(const std::string& id, const std::string& owner, std::uint64_t epoch);
+  void drain_requested(const std::string& id, std::uint64_t epoch, std::uint32_t deadline_ms);
+
+  // Before a mutation, with no session lock held: returns when this mount may
+  // write `s` (claiming it first under `affinity: auto`). Throws Errno(EROFS).
+  void ensure_writable(Session& s);
+  Access access(Session& s);                     // takes state_mu
+  bool writable_locked(const Session& s) const;  // state_mu held
+  bool owned_locked(const Session& s) const;     // state_mu held
+
+  // Control socket (engine-shim). Each returns the reply body.
+  wire::Envelope control_flush(const wire::Flush& req);
+  wire::Envelope control_release(const wire::Release& req);
+  wire::Envelope control_status(const wire::StatusRequest& req);
+  wire::Envelope control_wait_ready(const wire::WaitReady& req);
+
   // The commit queue's work function.
   bool process(const std::string& id);
 
@@ -137,6 +188,22 @@ class SessionCache {
   void set_error(Session& s, const std::string& e);
   void forget(const std::string& id, bool remove_files);
 
+  // ownership.cpp
+  void load_owner(Session& s);
+  void save_owner(const Session& s);  // state_mu held
+  // Adopts an authoritative owner/epoch if it is not older than what we know.
+  void note_owner(Session& s, const std::string& owner, std::uint64_t epoch);
+  bool process_unheld(const std::string& id, std::optional<OwnerNote>& note,
+                      std::optional<DrainNote>& drain);
+  void take_notes(Session& s, std::optional<OwnerNote> note, std::optional<DrainNote> drain);
+  bool settle_drain(Session& s);  // commit_mu held
+  bool settle_ready(Session& s);  // commit_mu held
+  // Waits until every change up to now is committed; "" when it is, else an
+  // error code name set in `code`.
+  bool wait_committed(Session& s, std::chrono::milliseconds timeout, wire::ErrorCode& code,
+                      std::string& why);
+  void retire(Session& s, std::uint64_t epoch, std::chrono::steady_clock::time_point until);
+
   const MountConfig& cfg_;
   StorageClient& client_;
   CommitQueue& queue_;
@@ -145,6 +212,8 @@ class SessionCache {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
   std::string last_error_;
+  std::map<std::string, OwnerNote> owner_notes_;  // guarded by mu_
+  std::map<std::string, DrainNote> drain_notes_;  // guarded by mu_
 };
 
 }  // namespace cookiefs::mount

@@ -7,6 +7,7 @@ Single-threaded use of a Stack, as in harness.py; the proxy runs its own
 threads.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -37,6 +38,14 @@ def assign(stack, session, engine, grace="3s", check=True):
         raise AssertionError(f"assign {session} -> {engine} failed ({res.returncode}): "
                              f"{res.stderr.strip()}")
     return res
+
+
+def json_reply(res):
+    """The JSON line of a `--json` run (log lines may come before it)."""
+    for line in reversed(res.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no JSON in cookiefs-shim output: {res.stdout!r} {res.stderr!r}")
 
 
 def control_socket(mount):

@@ -105,7 +105,7 @@ class Engines(harness.StackTestCase):
         return env
 
     def hand_to(self, session, mount):
-        reply = json.loads(af.assign(self.stack, session, mount.engine_id).stdout)
+        reply = af.json_reply(af.assign(self.stack, session, mount.engine_id))
         self.assertTrue(reply["ready"], reply)
         res = af.shim(self.stack, "--timeout", "20s", "wait-ready", session,
                       control=af.control_socket(mount))

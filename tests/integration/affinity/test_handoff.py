@@ -83,7 +83,7 @@ class Handoff(harness.StackTestCase):
             writer.start()
             harness.poll(lambda: writer.count > 50 or writer.error, 20, what="writer running")
             res = af.assign(self.stack, session, dst.engine_id)
-            reply = json.loads(res.stdout)
+            reply = af.json_reply(res)
             self.assertTrue(reply["drained"], f"round {n}: old owner did not drain: {reply}")
             self.assertTrue(reply["ready"], f"round {n}: new owner not ready: {reply}")
             # The drain happened before assign answered: A's writes are refused now.
@@ -168,7 +168,7 @@ class ForcedMove(harness.StackTestCase):
         try:
             started = time.monotonic()
             res = af.assign(self.stack, session, self.b.engine_id, grace="1500ms")
-            reply = json.loads(res.stdout)
+            reply = af.json_reply(res)
             self.assertFalse(reply["drained"], reply)
             self.assertTrue(reply["ready"], reply)
             self.assertGreaterEqual(time.monotonic() - started, 1.4, "grace period not waited")

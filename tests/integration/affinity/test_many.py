@@ -50,7 +50,7 @@ class ManyMoves(harness.StackTestCase):
             res = af.assign(self.stack, session, target.engine_id, check=False)
             if res.returncode != 0:
                 return f"{session} move {move}: assign failed: {res.stderr.strip()}"
-            reply = json.loads(res.stdout)
+            reply = af.json_reply(res)
             if not (reply["drained"] and reply["ready"]):
                 return f"{session} move {move}: {reply}"
             got = harness.read_bytes(os.path.join(target.session(session), "cookies.sqlite"))

@@ -1,10 +1,15 @@
 // Shared pieces of the FUSE handlers; see filesystem.hpp.
 #include "filesystem.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/limits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+
+#include "names.hpp"
 
 #include "status_files.hpp"
 
@@ -84,11 +89,57 @@ Inode& writable_dir(Filesystem& fs, fuse_ino_t parent) {
   return p;
 }
 
-void check_new_name(Filesystem& fs, const Inode& parent, const char* name) {
+std::optional<std::string> relative_path(const Inode& i) {
+  if (!i.is_real() || !i.session) return std::nullopt;
+  char buf[PATH_MAX + 1];
+  const ssize_t n = ::readlink(i.proc_path().c_str(), buf, sizeof buf - 1);
+  if (n < 0) return std::nullopt;
+  const std::string real(buf, static_cast<std::size_t>(n));
+  // The session's dir is canonical (SessionCache::open), like the kernel's answer.
+  const std::string base = i.session->files().string();
+  if (real == base) return std::string();
+  if (real.size() <= base.size() + 1 || real.compare(0, base.size(), base) != 0 ||
+      real[base.size()] != '/') {
+    return std::nullopt;  // unlinked (" (deleted)") or not below the session
+  }
+  return real.substr(base.size() + 1);
+}
+
+SubtreeExtent subtree_extent(int dirfd, const char* name) {
+  SubtreeExtent out;
+  const int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return out;  // not a directory (or gone: renameat2 reports that)
+  DIR* dp = ::fdopendir(fd);
+  if (!dp) {
+    ::close(fd);
+    return out;
+  }
+  while (const struct dirent* d = ::readdir(dp)) {
+    if (std::strcmp(d->d_name, ".") == 0 || std::strcmp(d->d_name, "..") == 0) continue;
+    SubtreeExtent child;
+    if (d->d_type == DT_DIR || d->d_type == DT_UNKNOWN)
+      child = subtree_extent(::dirfd(dp), d->d_name);
+    out.length = std::max(out.length, 1 + std::strlen(d->d_name) + child.length);
+    out.depth = std::max(out.depth, 1 + child.depth);
+  }
+  ::closedir(dp);
+  return out;
+}
+
+void check_new_name(Filesystem& fs, const Inode& parent, const char* name, SubtreeExtent below) {
   const std::size_t n = std::strlen(name);
-  if (n > 255) throw Errno{ENAMETOOLONG};
+  if (n > kMaxNameLength) throw Errno{ENAMETOOLONG};
   if (n == 0 || std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) throw Errno{EINVAL};
-  if (parent.depth + 1 > fs.cfg.max_depth) throw Errno{ENAMETOOLONG};
+  int depth = parent.depth;
+  std::size_t length = n;
+  if (const auto rel = relative_path(parent)) {
+    // Inode::depth was right when looked up; a rename of an ancestor since
+    // then moved it, the path is what counts (and what a commit must carry).
+    depth = rel->empty() ? 0 : 1 + static_cast<int>(std::count(rel->begin(), rel->end(), '/'));
+    if (!rel->empty()) length += rel->size() + 1;
+  }
+  if (depth + 1 + below.depth > fs.cfg.max_depth) throw Errno{ENAMETOOLONG};
+  if (length + below.length > kMaxPathLength) throw Errno{ENAMETOOLONG};
 }
 
 }  // namespace cookiefs::mount

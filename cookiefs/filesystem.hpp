@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 
@@ -103,8 +104,24 @@ void reply_negative(fuse_req_t req, Filesystem& fs);
 
 // A real inode whose tree may be changed (not the root, not .cookiefs).
 Inode& writable_dir(Filesystem& fs, fuse_ino_t parent);
-// Checks a new name under `parent`: length, reserved names, depth.
-void check_new_name(Filesystem& fs, const Inode& parent, const char* name);
+// How far a moved directory's subtree reaches below it: the longest
+// "/child/..." suffix in bytes and the most components (0, 0 for a file).
+struct SubtreeExtent {
+  std::size_t length = 0;
+  int depth = 0;
+};
+SubtreeExtent subtree_extent(int dirfd, const char* name);
+
+// Session-relative path of a real inode ("" for a session root), read back
+// from its O_PATH descriptor so it follows renames. nullopt for virtual
+// inodes and for inodes whose backing file is gone.
+std::optional<std::string> relative_path(const Inode& i);
+
+// Checks a new name under `parent`: length of the name and of the whole
+// session-relative path (names.hpp limits), reserved names, depth. `below`
+// is the extent of a directory moved there (rename).
+void check_new_name(Filesystem& fs, const Inode& parent, const char* name,
+                    SubtreeExtent below = {});
 
 void add_entry_ops(fuse_lowlevel_ops& ops);
 void add_file_ops(fuse_lowlevel_ops& ops);

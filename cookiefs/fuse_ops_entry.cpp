@@ -34,6 +34,9 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
           return lookup_session(req, fs, name);
         } catch (const Errno& e) {
           if (e.code == ENOENT) return reply_negative(req, fs);
+          // Unknown here and the service is unreachable: not there as far as
+          // we know (so mkdir may create it offline), but not cached as missing.
+          if (e.code == kUnreachable) throw Errno{ENOENT};
           throw;
         }
       case NodeKind::status_dir:
@@ -182,8 +185,10 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
     Inode& from = writable_dir(fs, parent);
     Inode& to = writable_dir(fs, newparent);
     if (from.session != to.session) throw Errno{EXDEV};  // sessions commit separately
-    check_new_name(fs, to, newname);
     if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw Errno{EINVAL};
+    // A moved directory takes its subtree along: every path below must fit too.
+    check_new_name(fs, to, newname, subtree_extent(from.fd, name));
+    if (flags & RENAME_EXCHANGE) check_new_name(fs, from, name, subtree_extent(to.fd, newname));
     Mutation m(fs, *from.session);
     check(::renameat2(from.fd, name, to.fd, newname, flags));
     m.done();

@@ -39,6 +39,9 @@ namespace {
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
+// How long a stop waits for pending commits (within the harness' and
+// Kubernetes' default 30 s termination grace).
+constexpr std::chrono::seconds kStopGrace{10};
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -157,6 +160,10 @@ int run(int argc, char** argv) {
   app.add_flag("-f,--foreground", cfg.foreground, "stay in the foreground");
   std::string positional;
   app.add_option("MOUNTPOINT", positional, "where to mount");
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "load and check the configuration, print the effective values (secrets "
+               "redacted) and exit");
   ConfigSchema schema("cookiefs");
   register_keys(schema, cfg);
   schema.bind(app);
@@ -174,6 +181,10 @@ int run(int argc, char** argv) {
     const std::string what = e.what();  // the schema's messages already name the source
     std::cerr << (what.starts_with("cookiefs") ? "" : "cookiefs: ") << what << '\n';
     return kExitUsage;
+  }
+  if (print_config) {
+    std::cout << schema.dump();
+    return 0;
   }
   init_logging("cookiefs", cfg.log_level);
 
@@ -283,17 +294,25 @@ int run(int argc, char** argv) {
   fuse_remove_signal_handlers(se);
   control.stop();
   fuse_session_unmount(se);
-  const bool drained = queue.drain(std::chrono::seconds(10));
+  const bool drained = queue.drain(kStopGrace);
   queue.stop();
   client.stop();
   fs.se = nullptr;
   fuse_session_destroy(se);
   if (!drained) {
-    spdlog::error("{} sessions are not committed yet; they stay in the cache for the next start",
-                  queue.pending());
+    spdlog::error(
+        "stopping: {} sessions are still not committed after {} s; they stay in the cache dir "
+        "and are committed at the next start",
+        queue.pending(), kStopGrace.count());
     return kExitRuntime;
   }
-  return rc == 0 ? 0 : kExitRuntime;
+  // libfuse's signal handler leaves the signal number as the loop's result:
+  // SIGTERM/SIGINT/SIGHUP are the clean stop, only a negative errno is a failure.
+  if (rc < 0) {
+    spdlog::error("stopping: the FUSE session failed: {}", std::strerror(-rc));
+    return kExitRuntime;
+  }
+  return 0;
 }
 
 }  // namespace

@@ -42,7 +42,9 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
         "strict: only the NM-assigned owner writes; auto: the first writer claims an unowned "
         "session",
         {.flag = "--affinity", .choices = {"strict", "auto"}});
-  s.add("affinity.claim_timeout", &c.claim_timeout, "auto: how long a claim may take",
+  // Not "affinity.claim_timeout": `affinity` is a scalar key, so YAML could
+  // never hold both. The flag stays --affinity-claim-timeout.
+  s.add("affinity_claim_timeout", &c.claim_timeout, "auto: how long a claim may take",
         {.min = 100, .max = 600000});
   s.add("control.socket", &c.control_socket,
         "Unix socket of cookiefs-shim release/flush/status (default <cache_dir>/control.sock)",

@@ -105,6 +105,8 @@ SessionCache::~SessionCache() {
 void SessionCache::open() {
   fs::create_directories(root_ / "sessions");
   fs::create_directories(root_ / "quarantine");
+  // Canonical, so a session-relative path can be read back from /proc/self/fd.
+  root_ = fs::canonical(root_);
   lock_fd_ = ::open((root_ / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock_fd_ < 0) throw std::system_error(errno, std::generic_category(), "cache_dir lock");
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -172,13 +174,19 @@ void SessionCache::set_error(Session& s, const std::string& e) {
 
 std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   if (auto s = find(id)) return s;
-  wire::FetchSession req;
-  req.set_session_id(id);
+  wire::Envelope env;
+  env.mutable_fetch()->set_session_id(id);
+  // Offline, a lookup must not hang for the client's whole retry deadline:
+  // wait only as long as a (re)connect normally takes.
+  const auto timeout = client_.connected() ? std::chrono::milliseconds(0) : kOfflineFetchTimeout;
   wire::FetchReply reply;
   try {
-    reply = client_.fetch(req);
+    auto answer = client_.call_sync(std::move(env), timeout);
+    if (!answer.has_fetch_reply()) throw Errno{EIO};
+    reply = std::move(*answer.mutable_fetch_reply());
   } catch (const RequestError& e) {
     if (e.code() == wire::NOT_FOUND) throw Errno{ENOENT};
+    if (transient(e.code())) throw Errno{kUnreachable};
     spdlog::warn("fetching a session failed: {}", wire::ErrorCode_Name(e.code()));
     throw Errno{EIO};
   }
@@ -544,6 +552,14 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
     reply = client_.fetch(req);
   } catch (const RequestError& e) {
     if (e.code() == wire::NOT_FOUND) {
+      bool never_committed;
+      {
+        std::lock_guard lock(s.state_mu);
+        never_committed = s.manifest.version == 0 && !s.manifest.applying;
+      }
+      // Created here (maybe offline) and not committed yet: the commit
+      // creates it. Anything else that is gone was deleted remotely.
+      if (never_committed) return true;
       s.remote_deleted = true;
       return false;
     }

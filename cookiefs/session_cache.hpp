@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -42,6 +43,12 @@ namespace cookiefs::mount {
 struct Errno {
   int code;
 };
+
+// get_or_fetch(): the storage service did not answer. Lookups answer ENOENT
+// without a negative cache entry (the id may exist; ask again later).
+inline constexpr int kUnreachable = EHOSTUNREACH;
+// How long a fetch waits while the client is disconnected.
+inline constexpr std::chrono::milliseconds kOfflineFetchTimeout{3000};
 
 struct Session {
   Session(std::string id_, std::filesystem::path dir_) : id(std::move(id_)), dir(std::move(dir_)) {}
@@ -126,7 +133,7 @@ class SessionCache {
   void recover();
 
   std::shared_ptr<Session> find(const std::string& id) const;
-  // find(), else fetch from storage. Throws Errno (ENOENT, EIO).
+  // find(), else fetch from storage. Throws Errno (ENOENT, kUnreachable, EIO).
   std::shared_ptr<Session> get_or_fetch(const std::string& id);
   // mkdir at the root. Throws Errno (EEXIST, EIO).
   std::shared_ptr<Session> create(const std::string& id);

@@ -1,7 +1,12 @@
 // Name checks of new entries and configuration cross-checks → errno / errors.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <filesystem>
+#include <memory>
 #include <string>
 
 #include "filesystem.hpp"
@@ -39,6 +44,39 @@ TEST_CASE("new names: length, dots and depth map to errno") {
   CHECK(errno_of(fs, dir, "ok") == 0);
   dir.depth = 3;
   CHECK(errno_of(fs, dir, "too-deep") == ENAMETOOLONG);
+}
+
+TEST_CASE("new names: the whole session-relative path is bounded (names.hpp)") {
+  const std::filesystem::path tmp =
+      std::filesystem::canonical(std::filesystem::temp_directory_path()) /
+      ("cookiefs-unit-path-" + std::to_string(::getpid()));
+  MountConfig cfg;
+  cookiefs::StorageClient client(cookiefs::ClientOptions{.endpoints = {"127.0.0.1:1"}});
+  CommitQueue queue(cfg.commit_delay, cfg.commit_max_lag);
+  SessionCache sessions(cfg, client, queue);
+  Filesystem mount(cfg, sessions, client, nullptr);
+  auto session = std::make_shared<Session>("s", tmp);
+  // Four 250-byte directories: 1003 bytes of path before the new name.
+  std::filesystem::path deep = session->files();
+  for (char c : {'a', 'b', 'c', 'd'}) deep /= std::string(250, c);
+  std::filesystem::create_directories(deep);
+  const int fd = ::open(deep.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  Inode dir(NodeKind::entry, fd, 0, 99);  // owns and closes fd
+  dir.session = session;
+  dir.depth = 4;
+  REQUIRE(relative_path(dir).value_or("?").size() == 4 * 250 + 3);
+  CHECK(errno_of(mount, dir, std::string(20, 'x')) == 0);             // 1024 bytes
+  CHECK(errno_of(mount, dir, std::string(21, 'x')) == ENAMETOOLONG);  // 1025
+  CHECK(errno_of(mount, dir, std::string(30, 'x')) == ENAMETOOLONG);
+  // A moved directory's subtree counts too.
+  CHECK_THROWS_AS(check_new_name(mount, dir, "x", SubtreeExtent{.length = 30, .depth = 1}), Errno);
+  CHECK_NOTHROW(check_new_name(mount, dir, "x", SubtreeExtent{.length = 10, .depth = 1}));
+  CHECK_THROWS_AS(check_new_name(mount, dir, "x", SubtreeExtent{.length = 2, .depth = 4}), Errno);
+  // The depth comes from the path (Inode::depth may predate a rename).
+  dir.depth = 0;
+  CHECK_THROWS_AS(check_new_name(mount, dir, "x", SubtreeExtent{.length = 2, .depth = 4}), Errno);
+  std::filesystem::remove_all(tmp);
 }
 
 TEST_CASE("config cross-checks") {

@@ -123,6 +123,23 @@ void require_id(const std::string& id, const char* what) {
   throw StoreError(std::move(e));
 }
 
+// Strict affinity on the server: a writer that skipped (or lost a race in) its
+// own ownership check must not commit at the current epoch in another
+// engine's name. An unowned session (released, or auto affinity before a
+// claim) accepts any writer holding its epoch.
+void require_owner(const Scope& s, const std::string& owner, std::uint64_t epoch,
+                   std::uint64_t version) {
+  if (owner.empty() || owner == s.engine_id) return;
+  wire::Error e;
+  e.set_code(wire::NOT_OWNER);
+  e.set_message(s.engine_id.empty() ? "an operator connection may not write an owned session"
+                                    : "this engine does not own the session");
+  e.set_current_epoch(epoch);
+  e.set_current_owner(owner);
+  e.set_current_version(version);
+  throw StoreError(std::move(e));
+}
+
 void fill_info(const pqxx::row& r, wire::SessionInfo& info) {
   info.set_session_id(r[0].as<std::string>());
   info.set_owner(r[1].as<std::string>());
@@ -181,6 +198,7 @@ wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
   // A writer creating a session does not know its epoch yet: 0 means "new".
   const bool epoch_ok = req.writer_epoch() == cur->epoch || (created && req.writer_epoch() == 0);
   if (!epoch_ok) stale_epoch(req.writer_epoch(), cur->owner, cur->epoch, cur->version);
+  require_owner(s, cur->owner, cur->epoch, cur->version);
   if (req.base_version() != cur->version) {
     wire::Error e;
     e.set_code(wire::VERSION_CONFLICT);
@@ -304,6 +322,11 @@ void delete_session(pqxx::connection_base& conn, const Scope& s, const wire::Del
   if (!cur) not_found();
   if (req.writer_epoch() != 0 && req.writer_epoch() != cur->epoch) {
     stale_epoch(req.writer_epoch(), cur->owner, cur->epoch, cur->version);
+  }
+  // An engine deleting at an epoch must own the session; operators (no
+  // engine id) may delete any session of their namespace.
+  if (req.writer_epoch() != 0 && !s.engine_id.empty()) {
+    require_owner(s, cur->owner, cur->epoch, cur->version);
   }
   t.exec_prepared("files_delete", ns, req.session_id());
   t.exec_prepared("keys_delete", ns, req.session_id());

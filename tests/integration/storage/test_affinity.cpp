@@ -128,3 +128,68 @@ TEST_CASE("assign asks the owner to drain and waits for the new owner") {
   CHECK(r.assign_reply().epoch() == 2);
   CHECK(r.assign_reply().version() == 2);
 }
+
+TEST_CASE("the service itself refuses writes from a non-owner at the current epoch") {
+  StorageServiceProcess svc(shared_cluster().url());
+  const auto ns = fresh_namespace();
+  auto a = connect(svc.port(), ns, "engine-a");
+  auto b = connect(svc.port(), ns, "engine-b");
+  auto nm = connect(svc.port(), ns);
+  // A create makes the creating engine the owner, at epoch 1.
+  auto created = a->call(commit_request("s", 0, 0, true, {file("a", "1")}));
+  REQUIRE_MESSAGE(created.has_commit_reply(), created.DebugString());
+  CHECK(created.commit_reply().epoch() == 1);
+  CHECK(a->call(fetch_request("s")).fetch_reply().info().owner() == "engine-a");
+
+  // engine-b knows the epoch (it fetched) but skipped its own ownership check.
+  auto r = b->call(commit_request("s", 1, 1, false, {file("a", "b wrote")}));
+  REQUIRE(error_of(r) == wire::NOT_OWNER);
+  CHECK(r.error().current_owner() == "engine-a");
+  CHECK(r.error().current_epoch() == 1);
+  CHECK(r.error().current_version() == 1);
+  CHECK_FALSE(r.error().retryable());
+  // So did an operator connection.
+  CHECK(error_of(nm->call(commit_request("s", 1, 1, false, {file("a", "nm wrote")}))) ==
+        wire::NOT_OWNER);
+  // A create of an existing session is no way around it.
+  CHECK(error_of(b->call(commit_request("s", 1, 1, true, {file("a", "b again")}))) ==
+        wire::NOT_OWNER);
+  // Nothing landed; the owner keeps writing.
+  CHECK(a->call(fetch_request("s")).fetch_reply().files(0).content() == "1");
+  REQUIRE(a->call(commit_request("s", 1, 1, false, {file("a", "2")})).has_commit_reply());
+
+  // A stale epoch still says STALE_EPOCH (the more useful answer to a former owner).
+  CHECK(error_of(b->call(commit_request("s", 7, 2, false, {file("a", "x")}))) == wire::STALE_EPOCH);
+
+  // Delete at the current epoch: refused for a non-owner engine...
+  wire::Envelope d;
+  d.mutable_delete_session()->set_session_id("s");
+  d.mutable_delete_session()->set_writer_epoch(1);
+  auto del = b->call(d);
+  REQUIRE(error_of(del) == wire::NOT_OWNER);
+  CHECK(del.error().current_owner() == "engine-a");
+  CHECK(a->call(fetch_request("s")).has_fetch_reply());
+
+  // ...after a hand-off, the new owner may write and the old one may not.
+  auto moved = nm->call(assign_request("s", "engine-b", 100));
+  REQUIRE_MESSAGE(moved.has_assign_reply(), moved.DebugString());
+  REQUIRE(moved.assign_reply().epoch() == 2);
+  CHECK(error_of(a->call(commit_request("s", 2, 2, false, {file("a", "a late")}))) ==
+        wire::NOT_OWNER);
+  REQUIRE(b->call(commit_request("s", 2, 2, false, {file("a", "b owns")})).has_commit_reply());
+
+  // A released session has no owner: any engine at its epoch may write.
+  wire::Envelope rel;
+  rel.mutable_release()->set_session_id("s");
+  rel.mutable_release()->set_epoch(2);
+  REQUIRE(b->call(rel).has_ack());
+  CHECK(a->call(commit_request("s", 2, 3, false, {file("a", "unowned")})).has_commit_reply());
+
+  // An operator connection (no engine id) may delete an owned session.
+  REQUIRE(nm->call(assign_request("s", "engine-a", 100)).has_assign_reply());
+  d.mutable_delete_session()->set_writer_epoch(3);
+  CHECK(error_of(b->call(d)) == wire::NOT_OWNER);
+  auto op_del = nm->call(d);
+  CHECK_MESSAGE(op_del.has_ack(), op_del.DebugString());
+  CHECK(error_of(a->call(fetch_request("s"))) == wire::NOT_FOUND);
+}

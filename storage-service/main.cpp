@@ -1,9 +1,9 @@
 // storage-service: the stateless server between cookiefs mounts and
-// PostgreSQL. main() wires the pieces together: config, schema migration,
-// database pool, change feed, subscriber hub, metrics, network threads, and
-// the SIGTERM/SIGINT shutdown. Exit codes: 0 ok, 1 runtime failure, 2 usage
+// PostgreSQL. main() wires the pieces together: config, metrics and health
+// endpoint, schema migration, database pool, change feed, subscriber hub,
+// network threads, and the SIGTERM/SIGINT shutdown (a clean stop, exit 0, at
+// any point of the start-up too). Exit codes: 0 ok, 1 runtime failure, 2 usage
 // or config error.
-#include <prometheus/exposer.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -13,6 +13,7 @@
 #include <asio/signal_set.hpp>
 #include <pqxx/pqxx>
 
+#include <atomic>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "config.hpp"
 #include "connection.hpp"
 #include "handoff.hpp"
+#include "health_http.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "pg_pool.hpp"
@@ -38,11 +40,22 @@ namespace {
 
 constexpr const char* kProgram = "storage-service";
 
+// What /readyz reports. Written by main and the signal handler, read by the
+// health endpoint's thread.
+struct ServiceState {
+  std::atomic<bool> serving{false};   // migrated and accepting connections
+  std::atomic<bool> draining{false};  // SIGTERM/SIGINT received
+};
+
 // Migrations run once at start-up; a database that is not up yet (the
 // service and PostgreSQL starting together) is waited for, within reason.
-int migrate_with_retry(storage::PgPool& pool) {
+// The waits run the io_context so a SIGTERM meanwhile is noticed: returns
+// nullopt when stopped that way.
+std::optional<int> migrate_with_retry(storage::PgPool& pool, asio::io_context& io,
+                                      const std::atomic<bool>& stop_requested) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   for (;;) {
+    if (stop_requested) return std::nullopt;
     try {
       int v = 0;
       pool.run_here([&](pqxx::connection& c) { v = storage::migrate(c); });
@@ -52,7 +65,8 @@ int migrate_with_retry(storage::PgPool& pool) {
         throw;
       }
       spdlog::warn("database not reachable yet; retrying");
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      io.restart();
+      io.run_for(std::chrono::seconds(1));
     }
   }
 }
@@ -75,6 +89,9 @@ int main(int argc, char** argv) {
   storage::register_keys(schema, cfg);
   CLI::App app{"cookiefs storage-service: the protocol server in front of PostgreSQL", kProgram};
   app.set_version_flag("--version", std::string(kProgram) + " " + COOKIEFS_VERSION);
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "load and check the configuration, print it (secrets redacted), exit");
   schema.bind(app);
   try {
     app.parse(argc, argv);
@@ -89,20 +106,33 @@ int main(int argc, char** argv) {
     std::cerr << kProgram << ": " << e.what() << "\n";
     return 2;
   }
+  if (print_config) {
+    std::cout << schema.dump() << std::flush;
+    return 0;
+  }
   cookiefs::init_logging(kProgram, cfg.log_level);
 
   try {
+    // Declared before the io_context: connections still held by its
+    // handlers use them while it is destroyed.
+    ServiceState state;
     storage::Metrics metrics;
-    std::optional<prometheus::Exposer> exposer;
+    std::optional<cookiefs::HealthHttpServer> health;
     if (!cfg.metrics_listen.empty()) {
-      exposer.emplace(cfg.metrics_listen);
-      exposer->RegisterCollectable(metrics.registry);
+      health.emplace(cfg.metrics_listen, [&]() -> cookiefs::Readiness {
+        if (state.draining) return cookiefs::Readiness::no("draining: shutting down");
+        if (!state.serving) return cookiefs::Readiness::no("starting: database schema not ready");
+        // The feed's gauge, not the feed: it outlives every other piece.
+        if (metrics.change_feed_connected->Value() < 1) {
+          return cookiefs::Readiness::no("database unreachable: change feed not listening");
+        }
+        return cookiefs::Readiness::yes();
+      });
+      health->add_collectable(metrics.registry);
     }
 
     storage::PgPool pool(cfg.database_url, static_cast<int>(cfg.pool_size), cfg.connect_timeout,
                          &metrics);
-    const int schema_version = migrate_with_retry(pool);
-
     storage::SubscriberHub hub;
     storage::Handoff handoff;
     storage::AcceptAnyToken tokens;
@@ -120,44 +150,74 @@ int main(int argc, char** argv) {
         .server_id = make_server_id(),
     };
 
-    storage::ChangeFeed feed(
+    asio::io_context io(static_cast<int>(cfg.threads));
+    std::atomic<bool> stop_requested{false};
+    std::optional<storage::Server> server;
+
+    // Registered before anything slow, so SIGTERM during the start-up (the
+    // migration waiting for PostgreSQL) is a clean stop, not a kill.
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const asio::error_code& ec, int sig) {
+      if (ec) return;
+      state.draining = true;
+      stop_requested = true;
+      if (!server) {
+        spdlog::info("signal {}: stopping during start-up", sig);
+        io.stop();
+        return;
+      }
+      spdlog::info("signal {}: stopping (grace {}ms)", sig, cfg.shutdown_grace.count());
+      asio::co_spawn(
+          io, [&]() -> asio::awaitable<void> { co_await server->shutdown(cfg.shutdown_grace); },
+          [&](std::exception_ptr) { io.stop(); });
+    });
+
+    const auto schema_version = migrate_with_retry(pool, io, stop_requested);
+    if (!schema_version) {
+      pool.stop();
+      spdlog::info("stopped");
+      return 0;
+    }
+
+    std::optional<storage::ChangeFeed> feed;
+    feed.emplace(
         cfg.database_url, cfg.connect_timeout,
         [&](const storage::ChangeNotice& n) {
           hub.deliver(n);
           handoff.signal(n);
         },
         &metrics);
-    feed.start();
+    feed->start();
     // A replica that accepts subscribers before it LISTENs would miss the
     // changes they subscribed for: give the feed a moment before opening up.
     const auto feed_deadline = std::chrono::steady_clock::now() + 2 * cfg.connect_timeout;
-    while (!feed.connected() && std::chrono::steady_clock::now() < feed_deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    while (!feed->connected() && !stop_requested &&
+           std::chrono::steady_clock::now() < feed_deadline) {
+      io.restart();
+      io.run_for(std::chrono::milliseconds(10));
     }
-    if (!feed.connected()) spdlog::warn("change feed not connected yet; starting anyway");
+    if (stop_requested) {
+      feed->stop();
+      pool.stop();
+      spdlog::info("stopped");
+      return 0;
+    }
+    if (!feed->connected()) spdlog::warn("change feed not connected yet; starting anyway");
 
-    asio::io_context io(static_cast<int>(cfg.threads));
-    storage::Server server(io, ctx);
+    server.emplace(io, ctx);
     const auto [host, port] = storage::split_host_port(cfg.listen);
-    server.listen(host, port);
-    server.start();
-
-    asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const asio::error_code& ec, int sig) {
-      if (ec) return;
-      spdlog::info("signal {}: stopping (grace {}ms)", sig, cfg.shutdown_grace.count());
-      asio::co_spawn(
-          io, [&]() -> asio::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
-          [&](std::exception_ptr) { io.stop(); });
-    });
+    server->listen(host, port);
+    server->start();
+    state.serving = true;
     spdlog::info("storage-service {} listening on {} (schema version {}, {} network threads)",
-                 COOKIEFS_VERSION, cfg.listen, schema_version, cfg.threads);
+                 COOKIEFS_VERSION, cfg.listen, *schema_version, cfg.threads);
 
+    io.restart();
     std::vector<std::thread> threads;
     for (int i = 1; i < cfg.threads; ++i) threads.emplace_back([&] { io.run(); });
     io.run();
     for (auto& t : threads) t.join();
-    feed.stop();
+    feed->stop();
     pool.stop();
     spdlog::info("stopped");
     return 0;

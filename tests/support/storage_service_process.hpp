@@ -19,7 +19,8 @@ std::string built_binary(const std::string& relative);
 
 class StorageServiceProcess {
  public:
-  // extra_args are appended (e.g. {"--limits-max-file-bytes", "1MiB"}).
+  // extra_args are appended (e.g. {"--limits-max-file-bytes", "1MiB"}). The
+  // health endpoint is off unless they include "--metrics-listen".
   StorageServiceProcess(const std::string& database_url, std::uint16_t port = 0,
                         std::vector<std::string> extra_args = {});
   ~StorageServiceProcess();

@@ -35,11 +35,15 @@ struct stat stat_of(Filesystem& fs, Inode& i) {
     st.st_mode = S_IFREG | 0444;
     st.st_nlink = 1;
     st.st_size = 0;  // generated on open and served direct_io
+  } else if (i.kind == NodeKind::root) {
+    if (fs.cfg.root_uid >= 0) st.st_uid = static_cast<uid_t>(fs.cfg.root_uid);
+    if (fs.cfg.root_gid >= 0) st.st_gid = static_cast<gid_t>(fs.cfg.root_gid);
+    st.st_mode = S_IFDIR | mode_bits("mount.root_mode", fs.cfg.root_mode);
+    st.st_nlink = 2;
   } else {
-    st.st_mode = S_IFDIR | (i.kind == NodeKind::root ? 0755 : 0555);
+    st.st_mode = S_IFDIR | 0555;
     st.st_nlink = 2;
   }
-  (void)fs;
   return st;
 }
 
@@ -124,6 +128,14 @@ SubtreeExtent subtree_extent(int dirfd, const char* name) {
   }
   ::closedir(dp);
   return out;
+}
+
+void give_to_caller(fuse_req_t req, int dirfd, const char* name) {
+  // Only root creates files for others; otherwise they are the caller's anyway.
+  if (::geteuid() != 0) return;
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->uid == 0 && ctx->gid == 0) return;
+  check(::fchownat(dirfd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH));
 }
 
 void check_new_name(Filesystem& fs, const Inode& parent, const char* name, SubtreeExtent below) {

@@ -80,12 +80,18 @@ class Mutation {
     // A drain may have retired the session between the check and the lock.
     if (fs.sessions.access(s) != Access::writable) throw Errno{EROFS};
   }
-  ~Mutation() {
-    if (done_) fs_.sessions.note_change(s_);
-  }
+  ~Mutation() = default;
   Mutation(const Mutation&) = delete;
   Mutation& operator=(const Mutation&) = delete;
-  void done() { done_ = true; }
+  // Counts the change at once, still under the shared lock and before the
+  // handler replies: an fsync the application sends right after this
+  // request returns must wait for a snapshot that includes it (a journal
+  // truncate noted only after the reply was acknowledged by an fsync that
+  // did not cover it, and the committed db rolled back).
+  void done() {
+    if (!done_) fs_.sessions.note_change(s_);
+    done_ = true;
+  }
 
  private:
   Filesystem& fs_;
@@ -122,6 +128,10 @@ std::optional<std::string> relative_path(const Inode& i);
 // is the extent of a directory moved there (rename).
 void check_new_name(Filesystem& fs, const Inode& parent, const char* name,
                     SubtreeExtent below = {});
+
+// A new entry `name` under `dirfd` ("" with dirfd itself) becomes the
+// requesting user's, as on any filesystem (the daemon may run as root).
+void give_to_caller(fuse_req_t req, int dirfd, const char* name);
 
 void add_entry_ops(fuse_lowlevel_ops& ops);
 void add_file_ops(fuse_lowlevel_ops& ops);

@@ -40,6 +40,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
       if (std::strlen(name) > kMaxIdLength) throw Errno{ENAMETOOLONG};
       if (!valid_id(name)) throw Errno{EINVAL};
       auto s = fs.sessions.create(name);
+      give_to_caller(req, AT_FDCWD, s->files().c_str());
       const int fd = check(::open(s->files().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
       return reply_real_entry(req, fs, fd, NodeKind::session_root, s, 0);
     }
@@ -48,6 +49,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
     Mutation m(fs, *dir.session);
     check(::mkdirat(dir.fd, name, mode & 07777));
     m.done();
+    give_to_caller(req, dir.fd, name);
     const int fd = check(::openat(dir.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     reply_real_entry(req, fs, fd, NodeKind::entry, dir.session, dir.depth + 1);
   });

@@ -159,6 +159,7 @@ void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char*
     Mutation m(fs, *p.session);
     check(::symlinkat(link, p.fd, name));
     m.done();
+    give_to_caller(req, p.fd, name);
     const int fd = check(::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     reply_real_entry(req, fs, fd, NodeKind::entry, p.session, p.depth + 1);
   });

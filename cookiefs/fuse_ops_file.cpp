@@ -39,6 +39,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     const int fd =
         check(::openat(p.fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOCTTY, mode & 07777));
     m.done();
+    give_to_caller(req, p.fd, name);
     int path_fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
     if (path_fd < 0 || ::fstat(fd, &st) != 0) {

@@ -51,15 +51,26 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
         {.flag = "--control-socket"});
   s.add("control.mode", &c.control_mode, "permission bits of the control socket (octal)",
         {.flag = "--control-mode"});
+  s.add("mount.root_uid", &c.root_uid,
+        "owner uid of the mount root (-1: the daemon's); with fuse.allow_other lets that user "
+        "create sessions",
+        {.min = -1, .max = 2147483647});
+  s.add("mount.root_gid", &c.root_gid, "group of the mount root (-1: the daemon's)",
+        {.min = -1, .max = 2147483647});
+  s.add("mount.root_mode", &c.root_mode, "permission bits of the mount root (octal)");
   std::vector<std::string> levels(std::begin(kLogLevels), std::end(kLogLevels));
   s.add("log.level", &c.log_level, "log level", {.flag = "--log-level", .choices = levels});
 }
 
-unsigned control_mode_bits(const std::string& text) {
+unsigned mode_bits(const std::string& key, const std::string& text) {
   if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string::npos) {
-    throw ConfigError("control.mode: not an octal permission mode such as 0600");
+    throw ConfigError(key + ": not an octal permission mode such as 0755");
   }
   return static_cast<unsigned>(std::stoul(text, nullptr, 8));
+}
+
+unsigned control_mode_bits(const std::string& text) {
+  return mode_bits("control.mode", text);
 }
 
 void check(MountConfig& c) {
@@ -74,6 +85,7 @@ void check(MountConfig& c) {
     throw ConfigError("commit.max_lag: must not be shorter than commit.delay");
   }
   control_mode_bits(c.control_mode);
+  mode_bits("mount.root_mode", c.root_mode);
   if (c.control_socket.empty()) c.control_socket = c.cache_dir + "/control.sock";
   if (c.control_socket.size() >= 108) {
     throw ConfigError("control.socket: path longer than a Unix socket allows (107 bytes)");

@@ -39,6 +39,12 @@ struct MountConfig {
   std::string control_socket;  // "" = <cache_dir>/control.sock
   std::string control_mode = "0600";
   std::chrono::milliseconds claim_timeout{5000};
+  // The mount root's owner and mode as the kernel sees them (-1 = the
+  // daemon's own uid/gid), so an engine running as another user can create
+  // sessions (needs fuse.allow_other). New entries belong to their creator.
+  std::int64_t root_uid = -1;
+  std::int64_t root_gid = -1;
+  std::string root_mode = "0755";
   bool foreground = false;  // flag only
 };
 
@@ -51,5 +57,7 @@ void check(MountConfig& cfg);
 
 // control.mode as permission bits; throws ConfigError.
 unsigned control_mode_bits(const std::string& text);
+// An octal permission mode of key `key`; throws ConfigError naming the key.
+unsigned mode_bits(const std::string& key, const std::string& text);
 
 }  // namespace cookiefs::mount

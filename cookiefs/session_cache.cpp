@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <random>
 #include <stdexcept>
 
@@ -174,6 +175,14 @@ void SessionCache::set_error(Session& s, const std::string& e) {
 
 std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   if (auto s = find(id)) return s;
+  // Subscribed before the fetch: a commit landing between the fetch's answer
+  // and the session's insertion below would otherwise never be announced, and
+  // this mount would serve the older version until the next reconnect.
+  client_.subscribe({id});
+  const auto unsubscribe_unless_held = [&] {
+    std::lock_guard lock(mu_);
+    if (!sessions_.contains(id)) client_.unsubscribe({id});
+  };
   wire::Envelope env;
   env.mutable_fetch()->set_session_id(id);
   // Offline, a lookup must not hang for the client's whole retry deadline:
@@ -182,9 +191,13 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   wire::FetchReply reply;
   try {
     auto answer = client_.call_sync(std::move(env), timeout);
-    if (!answer.has_fetch_reply()) throw Errno{EIO};
+    if (!answer.has_fetch_reply()) {
+      unsubscribe_unless_held();
+      throw Errno{EIO};
+    }
     reply = std::move(*answer.mutable_fetch_reply());
   } catch (const RequestError& e) {
+    unsubscribe_unless_held();
     if (e.code() == wire::NOT_FOUND) throw Errno{ENOENT};
     if (transient(e.code())) throw Errno{kUnreachable};
     spdlog::warn("fetching a session failed: {}", wire::ErrorCode_Name(e.code()));
@@ -195,6 +208,7 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   const fs::path tmp = root_ / "sessions" / (".fetch-" + random_hex());
   fs::create_directories(tmp / "files");
   Session staging(id, tmp);
+  give_to_mount_owner(staging.files());
   apply(staging, reply, {});
   std::lock_guard lock(mu_);
   if (auto it = sessions_.find(id); it != sessions_.end()) {
@@ -210,7 +224,10 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   s->owner_epoch = reply.info().epoch();
   save_owner(*s);
   sessions_.emplace(id, s);
-  client_.subscribe({id});
+  // Events that arrived before the emplace found no session and were dropped:
+  // ask once whether a newer version landed meanwhile.
+  s->check_remote = true;
+  queue_.urgent(id);
   return s;
 }
 
@@ -676,6 +693,7 @@ TouchedPaths SessionCache::apply(Session& s, const wire::FetchReply& reply, cons
         write_in_place(p, f->content(), want.mode);
         break;
     }
+    give_to_mount_owner(p);
     touched.push_back(f->path());
   }
   target.applying = false;
@@ -713,6 +731,16 @@ void SessionCache::quarantine(const std::string& id, const Snapshot& snap,
     spdlog::debug("quarantined session {} in {}", id, dir.string());
   } catch (const std::exception& e) {
     spdlog::error("quarantine failed: {}", e.what());
+  }
+}
+
+void SessionCache::give_to_mount_owner(const fs::path& p) const {
+  // Remote entries carry no owner: they belong to whom the mount root does,
+  // so a non-root engine (mount.root_uid) can keep writing them.
+  if (cfg_.root_uid < 0 && cfg_.root_gid < 0) return;
+  if (::lchown(p.c_str(), static_cast<uid_t>(cfg_.root_uid), static_cast<gid_t>(cfg_.root_gid)) !=
+      0) {
+    spdlog::warn("cannot give a fetched file to mount.root_uid/root_gid: {}", std::strerror(errno));
   }
 }
 

@@ -192,6 +192,7 @@ class SessionCache {
   TouchedPaths apply(Session& s, const wire::FetchReply& reply, const Snapshot& local);
   void quarantine(const std::string& id, const Snapshot& snap, const std::string& reason);
   void write_manifest(const Session& s, const Manifest& m);
+  void give_to_mount_owner(const std::filesystem::path& p) const;
   void set_error(Session& s, const std::string& e);
   void forget(const std::string& id, bool remove_files);
 

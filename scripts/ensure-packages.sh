@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Installs whatever in scripts/packages.txt is missing (apt-get, as root or via
+# Installs whatever in the package lists is missing (apt-get, as root or via
 # sudo). Does nothing, and needs no network, when everything is installed.
-#   ensure-packages.sh [--update]   --update: always run apt-get update first (CI)
+#   ensure-packages.sh [--update] [LIST...]
+#     --update  always run apt-get update first (CI)
+#     LIST      package list files (default: scripts/packages.txt)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/packages.txt" | grep -v '^$')
+update=0
+if [[ "${1:-}" == "--update" ]]; then update=1; shift; fi
+lists=("$@")
+((${#lists[@]})) || lists=("$here/packages.txt")
+mapfile -t wanted < <(cat "${lists[@]}" | sed -e 's/#.*//' -e 's/[[:space:]]//g' | grep -v '^$')
 missing=()
 for pkg in "${wanted[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
@@ -19,7 +25,7 @@ as_root() {
   fi
 }
 
-if [[ "${1:-}" == "--update" ]] || ((${#missing[@]})); then
+if ((update)) || ((${#missing[@]})); then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
 fi
 if ((${#missing[@]})); then

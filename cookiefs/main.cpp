@@ -276,6 +276,10 @@ int run(int argc, char** argv) {
   }
   fs.metrics = metrics.get();
   sessions.on_commit = [m = metrics.get()](const char* result, double s) { m->commit(result, s); };
+  metrics->set_readiness([&client] {
+    return client.connected() ? Readiness::yes()
+                              : Readiness::no("storage service unreachable");
+  });
   client.start();
   queue.start([&sessions](const std::string& id) { return sessions.process(id); }, 4);
   sessions.recover();

@@ -83,8 +83,9 @@ Metrics::Metrics(const std::string& listen) : registry_(std::make_shared<prometh
       .Add({{"version", COOKIEFS_VERSION}})
       .Set(1);
   if (!listen.empty()) {
-    exposer_ = std::make_unique<Exposer>(listen);
-    exposer_->RegisterCollectable(registry_);
+    // Not ready until main() installs the real check (storage reachable).
+    http_ = std::make_unique<HealthHttpServer>(listen, [] { return Readiness::no("starting"); });
+    http_->add_collectable(registry_);
   }
 }
 
@@ -93,6 +94,10 @@ void Metrics::request(Op op, std::chrono::steady_clock::duration took, int err) 
   requests_[i]->Increment();
   if (err) errors_[i]->Increment();
   durations_[i]->Observe(std::chrono::duration<double>(took).count());
+}
+
+void Metrics::set_readiness(HealthHttpServer::ReadinessCheck ready) {
+  if (http_) http_->set_readiness(std::move(ready));
 }
 
 void Metrics::commit(const std::string& result, double seconds) {

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -15,6 +14,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+
+#include "health_http.hpp"
 
 namespace cookiefs::mount {
 
@@ -55,6 +56,8 @@ class Metrics {
 
   void request(Op op, std::chrono::steady_clock::duration took, int err);
   void commit(const std::string& result, double seconds);
+  // /readyz answers 503 with the check's reason while it says not ready.
+  void set_readiness(HealthHttpServer::ReadinessCheck ready);
 
   prometheus::Gauge* dirty_bytes;
   prometheus::Gauge* sessions_pending;
@@ -65,7 +68,7 @@ class Metrics {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<HealthHttpServer> http_;  // /metrics, /healthz, /readyz
   std::array<prometheus::Counter*, static_cast<std::size_t>(Op::count_)> requests_{};
   std::array<prometheus::Counter*, static_cast<std::size_t>(Op::count_)> errors_{};
   std::array<prometheus::Histogram*, static_cast<std::size_t>(Op::count_)> durations_{};

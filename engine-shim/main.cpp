@@ -72,7 +72,11 @@ int main(int argc, char** argv) {
   app.footer(
       "Exit codes: 0 ok, 1 runtime failure, 2 usage/config error, 3 conflict, 4 not found, "
       "5 fenced.");
-  app.require_subcommand(1);
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "load and check the configuration, print the effective values (secrets "
+               "redacted) and exit");
+  app.require_subcommand(0, 1);
   ShimConfig cfg;
   cookiefs::ConfigSchema schema("cookiefs-shim");
   cfg.describe(schema);
@@ -99,6 +103,16 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   } catch (const cookiefs::ConfigError& e) {
     std::fprintf(stderr, "cookiefs-shim: %s\n", e.what());
+    return 2;
+  }
+  if (print_config) {
+    std::fputs(schema.dump().c_str(), stdout);
+    return 0;
+  }
+  if (app.get_subcommands().empty()) {
+    std::fprintf(stderr,
+                 "cookiefs-shim: a subcommand is required (assign, release, flush, "
+                 "status, wait-ready); see --help\n");
     return 2;
   }
 

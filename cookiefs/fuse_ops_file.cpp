@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 
 #include "filesystem.hpp"
@@ -106,6 +108,10 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
       fuse_reply_buf(req, text->data() + off, std::min(size, text->size() - off));
       return;
     }
+    // A remote adoption rewrites cache files in place under the exclusive
+    // lock: a read waits for it instead of seeing a half-written file.
+    std::shared_lock<std::shared_mutex> tree;
+    if (i.session) tree = std::shared_lock(i.session->tree_lock);
     fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     buf.buf[0].fd = static_cast<int>(fi->fh);

@@ -94,6 +94,25 @@ bool transient(wire::ErrorCode c) {
          c == wire::ERROR_UNSPECIFIED || c == wire::UNAUTHENTICATED;
 }
 
+// The manifest of a fetched version. `contents`: sizes and hashes come from the
+// file contents (a full fetch), else from the reply's fields (manifest only).
+Manifest manifest_of_reply(const wire::FetchReply& reply, bool contents) {
+  Manifest m;
+  m.version = reply.info().version();
+  m.epoch = reply.info().epoch();
+  for (const auto& f : reply.files()) {
+    if (!valid_session_path(f.path())) {
+      spdlog::warn("ignoring a remote file with an invalid path: {}", path_problem(f.path()));
+      continue;
+    }
+    ManifestEntry e{f.kind(), f.mode() & 07777, contents ? f.content().size() : f.size(), {}};
+    if (f.kind() == wire::SYMLINK) e.mode = 0777;
+    if (f.kind() != wire::DIRECTORY) e.sha256 = contents ? sha256(f.content()) : f.sha256();
+    m.entries.emplace(f.path(), e);
+  }
+  return m;
+}
+
 }  // namespace
 
 SessionCache::SessionCache(const MountConfig& cfg, StorageClient& client, CommitQueue& queue)
@@ -504,6 +523,27 @@ bool SessionCache::commit(Session& s) {
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
     return true;
   } catch (const RequestError& e) {
+    if (e.code() == wire::VERSION_CONFLICT || e.code() == wire::STALE_EPOCH) {
+      wire::SessionInfo current;
+      current.set_version(e.error().current_version());
+      current.set_epoch(e.error().current_epoch());
+      current.set_owner(e.error().current_owner());
+      bool ours;
+      {
+        std::lock_guard lock(s.state_mu);
+        ours = own_landed(s, current);
+      }
+      if (ours) {
+        bool retry = false;
+        // Bounded: after a rebase the manifest is at the remote version, so a
+        // second rejection is a real conflict (only we commit at our epoch).
+        if (rebase(s, nullptr, retry)) return commit(s);
+        if (retry) {
+          set_error(s, "fetch failed before a rebase");
+          return false;
+        }
+      }
+    }
     const std::string code = wire::ErrorCode_Name(e.code());
     const bool fenced = e.code() == wire::STALE_EPOCH || e.code() == wire::NOT_OWNER;
     if (on_commit) {
@@ -595,7 +635,12 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
       std::lock_guard lock(s.state_mu);
       dirty = !s.manifest.applying && !compute_delta(s.manifest, local).empty();
     }
-    if (dirty) quarantine(s.id, local, reason);
+    if (dirty) {
+      // Our own landed commits are no conflict: commit() sends the rest.
+      bool retry = false;
+      if (rebase(s, &reply, retry)) return true;
+      quarantine(s.id, local, reason);
+    }
     touched = apply(s, reply, local);
     std::lock_guard lock(s.state_mu);
     if (dirty) s.rejected_gen = std::max(s.rejected_gen, gen);
@@ -606,6 +651,48 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
   ++counters.adopted;
   spdlog::debug("session {} adopted remote version {}", s.id, reply.info().version());
   if (on_adopted) on_adopted(s, touched);
+  return true;
+}
+
+bool SessionCache::own_landed(const Session& s, const wire::SessionInfo& remote) const {
+  const Manifest& m = s.manifest;
+  if (m.applying || remote.owner() != cfg_.engine_id || remote.version() <= m.version) {
+    return false;
+  }
+  // Fencing admits no other writer at an epoch this engine owns. A session
+  // never committed here (epoch 0) was created by its first committer at
+  // epoch 1, and the owner then is that committer: us.
+  return m.version == 0 && m.epoch == 0 ? remote.epoch() == 1 : remote.epoch() == m.epoch;
+}
+
+bool SessionCache::rebase(Session& s, const wire::FetchReply* reply, bool& retry) {
+  retry = false;
+  wire::FetchReply fetched;
+  const bool contents = reply != nullptr;
+  if (!reply) {
+    wire::FetchSession req;
+    req.set_session_id(s.id);
+    req.set_manifest_only(true);
+    try {
+      fetched = client_.fetch(req);
+    } catch (const RequestError& e) {
+      retry = transient(e.code());
+      return false;
+    }
+    reply = &fetched;
+  }
+  Manifest m = manifest_of_reply(*reply, contents);
+  {
+    std::lock_guard lock(s.state_mu);
+    if (!own_landed(s, reply->info())) return false;
+    write_manifest(s, m);
+    s.manifest = std::move(m);
+  }
+  note_owner(s, reply->info().owner(), reply->info().epoch());
+  spdlog::info(
+      "a commit of this mount landed before it was recorded locally (crash); committing the "
+      "local tree on top of version {}",
+      reply->info().version());
   return true;
 }
 
@@ -640,20 +727,8 @@ Snapshot SessionCache::take_snapshot(Session& s) {
 }
 
 TouchedPaths SessionCache::apply(Session& s, const wire::FetchReply& reply, const Snapshot& local) {
-  Manifest target;
-  target.version = reply.info().version();
-  target.epoch = reply.info().epoch();
+  Manifest target = manifest_of_reply(reply, true);
   target.applying = true;
-  for (const auto& f : reply.files()) {
-    if (!valid_session_path(f.path())) {
-      spdlog::warn("ignoring a remote file with an invalid path: {}", path_problem(f.path()));
-      continue;
-    }
-    ManifestEntry e{f.kind(), f.mode() & 07777, f.content().size(), {}};
-    if (f.kind() == wire::SYMLINK) e.mode = 0777;
-    if (f.kind() != wire::DIRECTORY) e.sha256 = sha256(f.content());
-    target.entries.emplace(f.path(), e);
-  }
   write_manifest(s, target);
   TouchedPaths touched;
   const fs::path base = s.files();

@@ -187,6 +187,14 @@ class SessionCache {
   Snapshot take_snapshot(Session& s);  // tree_lock held exclusive by the caller
   bool commit(Session& s);
   bool adopt(Session& s, const std::string& reason, bool force = false);
+  // The remote is ahead of our manifest at our own epoch and we own it: the
+  // versions we do not know are our own commits whose manifest rewrite a crash
+  // cut off. Returns true when the session is at our epoch and owner.
+  bool own_landed(const Session& s, const wire::SessionInfo& remote) const;  // state_mu held
+  // Takes the remote manifest (from `reply`, or fetched manifest-only when
+  // null) as the commit base, leaving the tree alone. `retry` is set when the
+  // storage service could not be asked. Returns true when rebased.
+  bool rebase(Session& s, const wire::FetchReply* reply, bool& retry);
   bool resend_unsettled(Session& s);
   // tree_lock exclusive; `local` is the tree's current snapshot.
   TouchedPaths apply(Session& s, const wire::FetchReply& reply, const Snapshot& local);

@@ -86,6 +86,13 @@ void reply_negative(fuse_req_t req, Filesystem& fs) {
   fuse_reply_entry(req, &e);
 }
 
+void reply_negative_session(fuse_req_t req, Filesystem& fs) {
+  fuse_entry_param e{};
+  e.ino = 0;
+  e.entry_timeout = seconds(fs.cfg.negative_session_timeout);
+  fuse_reply_entry(req, &e);
+}
+
 Inode& writable_dir(Filesystem& fs, fuse_ino_t parent) {
   Inode& p = fs.inodes.get(parent);
   if (p.kind == NodeKind::root) throw Errno{EPERM};  // the root holds sessions only

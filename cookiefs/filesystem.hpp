@@ -107,6 +107,8 @@ void reply_real_entry(fuse_req_t req, Filesystem& fs, int fd, NodeKind kind,
                       std::shared_ptr<Session> session, int depth);
 void reply_virtual_entry(fuse_req_t req, Filesystem& fs, Inode& i);
 void reply_negative(fuse_req_t req, Filesystem& fs);
+// A missing session id at the root (cache.negative_session_timeout).
+void reply_negative_session(fuse_req_t req, Filesystem& fs);
 
 // A real inode whose tree may be changed (not the root, not .cookiefs).
 Inode& writable_dir(Filesystem& fs, fuse_ino_t parent);

@@ -33,7 +33,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         try {
           return lookup_session(req, fs, name);
         } catch (const Errno& e) {
-          if (e.code == ENOENT) return reply_negative(req, fs);
+          if (e.code == ENOENT) return reply_negative_session(req, fs);
           // Unknown here and the service is unreachable: not there as far as
           // we know (so mkdir may create it offline), but not cached as missing.
           if (e.code == kUnreachable) throw Errno{ENOENT};

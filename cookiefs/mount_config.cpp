@@ -34,6 +34,8 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
   s.add("cache.entry_timeout", &c.entry_timeout, "kernel name cache timeout", {.min = 0});
   s.add("cache.attr_timeout", &c.attr_timeout, "kernel attribute cache timeout", {.min = 0});
   s.add("cache.negative_timeout", &c.negative_timeout, "kernel cache of missing names", {.min = 0});
+  s.add("cache.negative_session_timeout", &c.negative_session_timeout,
+        "kernel cache of missing session ids at the root", {.min = 0, .max = 3600000});
   s.add("fuse.threads", &c.fuse_threads, "FUSE worker threads", {.min = 1, .max = 256});
   s.add("fuse.writeback_cache", &c.writeback_cache,
         "kernel writeback cache (not supported yet: snapshots need write-through)");

@@ -29,6 +29,9 @@ struct MountConfig {
   std::chrono::milliseconds entry_timeout{86400000};
   std::chrono::milliseconds attr_timeout{86400000};
   std::chrono::milliseconds negative_timeout{86400000};
+  // Missing session ids at the root: no event announces a session created
+  // elsewhere, so the kernel must ask again soon.
+  std::chrono::milliseconds negative_session_timeout{1000};
   std::int64_t fuse_threads = 8;
   bool writeback_cache = false;
   bool allow_other = false;

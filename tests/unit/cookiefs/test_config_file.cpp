@@ -33,6 +33,9 @@ TEST_CASE("config/cookiefs.yaml loads and passes the daemon's checks") {
   CHECK(cfg.claim_timeout == std::chrono::seconds(5));
   CHECK(control_mode_bits(cfg.control_mode) == 0600);
   CHECK(cfg.control_socket == cfg.cache_dir + "/control.sock");
+  // Short: a session created elsewhere is not announced to this mount.
+  CHECK(cfg.negative_session_timeout == std::chrono::seconds(1));
+  CHECK(cfg.negative_timeout == std::chrono::hours(24));
   const std::string dump = schema.dump();
   CHECK(dump.find("affinity_claim_timeout: 5000ms") != std::string::npos);
 }

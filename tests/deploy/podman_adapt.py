@@ -48,6 +48,12 @@ for d in docs:
                 v["hostPath"] = {"path": jars_dir, "type": "Directory"}
         for c in pod.get("containers", []) + pod.get("initContainers", []):
             c.pop("ports", None)  # with hostNetwork, podman would publish them again
+            # podman 4.3 turns probes into systemd-timer health checks that cannot
+            # run here (no systemd) and, without the named ports popped above,
+            # cannot resolve their port either; a failing one restarts the
+            # container while its predecessor still holds the host port.
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                c.pop(probe, None)
             env = []
             for e in c.get("env", []):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")

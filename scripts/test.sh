@@ -82,6 +82,12 @@ for tree in $trees; do
   summary+=("$tree: $((all - failed)) passed, $failed failed")
 done
 
+# The benchmark regression guard never fails on timings; show its table.
+if [[ -f "$root/build/bench-quick.md" ]]; then
+  echo "==== bench --quick (timings are informative, not asserted)"
+  cat "$root/build/bench-quick.md"
+fi
+
 echo "==== summary"
 printf '%s\n' "${summary[@]}"
 echo "$total_passed passed, $total_failed failed"

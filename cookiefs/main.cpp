@@ -227,6 +227,11 @@ int run(int argc, char** argv) {
   std::vector<char*> fuse_argv;
   for (auto& a : fuse_argv_s) fuse_argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
+  // fuse_session_new may copy and extend the arguments; free them on every exit.
+  struct ArgsOwner {
+    fuse_args* a;
+    ~ArgsOwner() { fuse_opt_free_args(a); }
+  } args_owner{&args};
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
   if (!se) {
     std::cerr << "cookiefs: cannot create the FUSE session\n";

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -246,6 +247,15 @@ int run(int argc, char** argv) {
   // Threads do not survive the fork: everything that runs one starts after it.
   fuse_daemonize(cfg.foreground ? 1 : 0);
 
+  // Every inode the kernel knows holds an O_PATH descriptor (passthrough
+  // style), so a host holding thousands of sessions needs more than the
+  // usual soft limit of 1024; take the hard limit.
+  if (rlimit nofile{};
+      ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0) spdlog::warn("cannot raise the open-file limit");
+  }
+
   // Our own threads must not take the termination signals: libfuse's handler
   // only wakes the loop when it runs on a FUSE worker (its read() is interrupted).
   sigset_t termination, previous;
@@ -282,8 +292,7 @@ int run(int argc, char** argv) {
   fs.metrics = metrics.get();
   sessions.on_commit = [m = metrics.get()](const char* result, double s) { m->commit(result, s); };
   metrics->set_readiness([&client] {
-    return client.connected() ? Readiness::yes()
-                              : Readiness::no("storage service unreachable");
+    return client.connected() ? Readiness::yes() : Readiness::no("storage service unreachable");
   });
   client.start();
   queue.start([&sessions](const std::string& id) { return sessions.process(id); }, 4);

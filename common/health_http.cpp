@@ -92,6 +92,8 @@ struct HeadEnd {
   }
 };
 
+}  // namespace
+
 std::pair<std::string, std::uint16_t> parse_listen(const std::string& text) {
   const auto colon = text.rfind(':');
   if (colon == std::string::npos) {
@@ -110,8 +112,6 @@ std::pair<std::string, std::uint16_t> parse_listen(const std::string& text) {
   }
   return {host.empty() ? "0.0.0.0" : host, static_cast<std::uint16_t>(port)};
 }
-
-}  // namespace
 
 struct HealthHttpServer::State {
   Options options;

@@ -25,12 +25,17 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace prometheus {
 class Collectable;
 }
 
 namespace cookiefs {
+
+// Parses the HOST:PORT a server listens on ("[v6]:port" allowed, empty host =
+// 0.0.0.0, port 0-65535). Throws std::invalid_argument naming the text.
+std::pair<std::string, std::uint16_t> parse_listen(const std::string& text);
 
 struct Readiness {
   bool ready = true;

@@ -1,8 +1,7 @@
 // ServiceConfig key registration; see service_config.hpp.
 #include "service_config.hpp"
 
-#include <charconv>
-
+#include "health_http.hpp"
 #include "logging.hpp"
 
 namespace cookiefs::storage {
@@ -43,22 +42,14 @@ void register_keys(ConfigSchema& s, ServiceConfig& c) {
 }
 
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
+  if (text.empty() || text.front() == ':') {
     throw ConfigError("expected HOST:PORT, got \"" + text + "\"");
   }
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
+  try {
+    return parse_listen(text);  // the one HOST:PORT parser of listening servers
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(e.what());
   }
-  const std::string port_text = text.substr(colon + 1);
-  unsigned port = 0;
-  auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (port_text.empty() || ec != std::errc() || p != port_text.data() + port_text.size() ||
-      port > 65535) {
-    throw ConfigError("expected HOST:PORT with a port 0-65535, got \"" + text + "\"");
-  }
-  return {host, static_cast<std::uint16_t>(port)};
 }
 
 void check(const ServiceConfig& c, const std::string& source) {

@@ -15,6 +15,7 @@
 #include <cctype>
 #include <random>
 
+#include "commit_batcher.hpp"
 #include "frame.hpp"
 #include "handoff.hpp"
 #include "metrics.hpp"
@@ -306,8 +307,7 @@ asio::awaitable<wire::Envelope> Connection::dispatch(const wire::Envelope& req) 
     }
     case wire::Envelope::kCommit: {
       const auto started = Clock::now();
-      *reply.mutable_commit_reply() = co_await pool.run<wire::CommitReply>(
-          [&](pqxx::connection& c) { return commit(c, scope, req.commit(), limits); });
+      *reply.mutable_commit_reply() = co_await ctx_.commits.commit(scope, req.commit(), limits);
       ctx_.metrics.commit_duration->Observe(
           std::chrono::duration<double>(Clock::now() - started).count());
       break;

@@ -33,6 +33,7 @@ namespace cookiefs::storage {
 
 struct ServiceConfig;
 class PgPool;
+class CommitBatcher;
 class Handoff;
 class Metrics;
 
@@ -53,6 +54,7 @@ struct ServiceContext {
   const ServiceConfig& config;
   Limits limits;
   PgPool& pool;
+  CommitBatcher& commits;
   SubscriberHub& hub;
   Handoff& handoff;
   Metrics& metrics;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "change_feed.hpp"
+#include "commit_batcher.hpp"
 #include "config.hpp"
 #include "connection.hpp"
 #include "handoff.hpp"
@@ -133,6 +134,9 @@ int main(int argc, char** argv) {
 
     storage::PgPool pool(cfg.database_url, static_cast<int>(cfg.pool_size), cfg.connect_timeout,
                          &metrics);
+    // After the pool (its lanes run on the pool's threads), so destroyed first.
+    storage::CommitBatcher commits(pool, storage::commit_lanes(cfg),
+                                   static_cast<std::size_t>(cfg.commit_batch_max), &metrics);
     storage::SubscriberHub hub;
     storage::Handoff handoff;
     storage::AcceptAnyToken tokens;
@@ -143,6 +147,7 @@ int main(int argc, char** argv) {
                    .max_files_per_session = static_cast<std::uint64_t>(cfg.max_files_per_session),
                    .history_versions = cfg.history_versions},
         .pool = pool,
+        .commits = commits,
         .hub = hub,
         .handoff = handoff,
         .metrics = metrics,

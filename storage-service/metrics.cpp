@@ -26,6 +26,12 @@ Metrics::Metrics() : registry(std::make_shared<prometheus::Registry>()) {
                          .Help("Time of the database transaction of a commit")
                          .Register(*registry)
                          .Add({}, kLatencyBuckets);
+  commit_batch_size =
+      &BuildHistogram()
+           .Name("cookiefs_storage_commit_batch_size")
+           .Help("Commits per group-commit transaction")
+           .Register(*registry)
+           .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128});
   connections = &BuildGauge()
                      .Name("cookiefs_storage_connections")
                      .Help("Open client connections")

@@ -25,6 +25,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* requests;
   prometheus::Family<prometheus::Histogram>* request_duration;
   prometheus::Histogram* commit_duration;
+  prometheus::Histogram* commit_batch_size;
   prometheus::Gauge* connections;
   prometheus::Gauge* db_pool_in_use;
   prometheus::Counter* events_pushed;

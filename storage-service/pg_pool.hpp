@@ -70,8 +70,13 @@ class PgPool {
         asio::use_awaitable, std::move(fn));
   }
 
-  // The same, run from the calling thread (start-up work such as migrations).
+  // The same, run from the calling thread (start-up work such as migrations,
+  // or a job already on a database thread, like a group-commit lane).
   void run_here(const std::function<void(pqxx::connection&)>& fn) { with_connection(fn); }
+
+  // Queues job on a database thread (FIFO with run()'s work); job must not
+  // throw. Used by CommitBatcher's lanes.
+  void post(std::function<void()> job) { asio::post(threads_, std::move(job)); }
 
   void stop();
 

@@ -43,26 +43,33 @@ void prepare_all(pqxx::connection_base& c) {
   c.prepare("manifest",
             "SELECT path, size FROM files"
             " WHERE namespace = $1 AND session_id = $2 AND valid_to IS NULL");
-  c.prepare("file_close",
-            "UPDATE files SET valid_to = $4"
-            " WHERE namespace = $1 AND session_id = $2 AND path = $3 AND valid_to IS NULL");
   c.prepare("file_insert",
             "INSERT INTO files (namespace, session_id, path, valid_from, kind, mode, mtime_ns,"
             " size, content, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
-  c.prepare("session_bump",
-            "UPDATE sessions SET version = $3, total_bytes = $4, file_count = $5,"
-            " updated_at = now() WHERE namespace = $1 AND session_id = $2");
-  c.prepare("history_prune",
-            "DELETE FROM files WHERE namespace = $1 AND session_id = $2"
-            " AND valid_to IS NOT NULL AND valid_to <= $3");
-  // Keys of the last 128 commits are kept, and any younger than ten minutes:
-  // a retry comes long before either bound.
-  c.prepare("keys_prune",
-            "DELETE FROM commit_keys WHERE namespace = $1 AND session_id = $2"
-            " AND version <= $3 AND created_at < now() - interval '10 minutes'");
-  c.prepare("key_insert",
-            "INSERT INTO commit_keys (namespace, session_id, idempotency_key, version, epoch)"
-            " VALUES ($1, $2, $3, $4, $5)");
+  // The writes of one commit in one round trip. Every part sees the snapshot
+  // of the statement's start, so the close does not see the new row, and the
+  // prune does not see rows closed here (with history.versions = 1 they go at
+  // the next commit). Keys: see "key_lookup"; a retry comes long before the
+  // bound (last 128 commits, and any younger than ten minutes).
+  const std::string write_common =
+      "WITH closed AS (UPDATE files SET valid_to = $3 WHERE namespace = $1 AND session_id = $2"
+      " AND valid_to IS NULL AND path = ANY ($4::text[])),"
+      " bumped AS (UPDATE sessions SET version = $3, total_bytes = $5, file_count = $6,"
+      " updated_at = now() WHERE namespace = $1 AND session_id = $2),"
+      " pruned AS (DELETE FROM files WHERE namespace = $1 AND session_id = $2"
+      " AND valid_to IS NOT NULL AND valid_to <= $7),"
+      " keys_pruned AS (DELETE FROM commit_keys WHERE $8 <> '' AND namespace = $1"
+      " AND session_id = $2 AND version <= $3 - 128"
+      " AND created_at < now() - interval '10 minutes'),"
+      " key_added AS (INSERT INTO commit_keys (namespace, session_id, idempotency_key, version,"
+      " epoch) SELECT $1, $2, $8, $3, $9 WHERE $8 <> '')";
+  c.prepare("commit_write_none", write_common + " SELECT pg_notify($10, $11)");
+  c.prepare("commit_write",
+            write_common +
+                ", inserted AS (INSERT INTO files (namespace, session_id, path, valid_from, kind,"
+                " mode, mtime_ns, size, content, sha256)"
+                " VALUES ($1, $2, $12, $3, $13, $14, $15, $16, $17, $18))"
+                " SELECT pg_notify($10, $11)");
   c.prepare("notify", "SELECT pg_notify($1, $2)");
   c.prepare("session_info",
             "SELECT " + info + " FROM sessions WHERE namespace = $1 AND session_id = $2");
@@ -97,6 +104,22 @@ void prepare_all(pqxx::connection_base& c) {
   c.prepare("release_owner",
             "UPDATE sessions SET owner = '', updated_at = now()"
             " WHERE namespace = $1 AND session_id = $2");
+}
+
+// A PostgreSQL text[] literal: every element quoted, so any path is safe.
+std::string text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& item : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char ch : item) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
 }
 
 void notify(pqxx::transaction_base& t, const ChangeNotice& n) {
@@ -174,10 +197,19 @@ void prepare_statements(pqxx::connection_base& conn) {
 wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
                          const wire::CommitSession& req, const Limits& limits) {
   check_commit_request(req, limits);
+  pqxx::work t(conn);
+  auto reply = commit_in(t, s, req, limits);
+  t.commit();
+  return reply;
+}
+
+wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
+                            const wire::CommitSession& req, const Limits& limits) {
   const std::string& ns = s.namespace_name;
   const std::string& id = req.session_id();
-  pqxx::work t(conn);
 
+  // The only write before the checks below; a caller batching commits runs a
+  // creating commit inside a savepoint so a rejected one leaves no session.
   bool created = false;
   if (req.create()) {
     created = !t.exec_prepared("session_create", ns, id, s.engine_id, i64{1}).empty();
@@ -185,6 +217,8 @@ wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
   const auto cur = lock_session(t, s, id);
   if (!cur) not_found();
 
+  // After the lock, in a new statement (a new snapshot under READ COMMITTED):
+  // a commit that finished while we waited for the lock is visible here.
   if (!req.idempotency_key().empty()) {
     auto k = t.exec_prepared("key_lookup", ns, id, req.idempotency_key());
     if (!k.empty()) {
@@ -192,7 +226,7 @@ wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
       reply.set_version(k[0][0].as<i64>());
       reply.set_epoch(k[0][1].as<i64>());
       reply.set_replayed(true);
-      return reply;  // the transaction rolls back: nothing was changed
+      return reply;  // nothing was written
     }
   }
   // A writer creating a session does not know its epoch yet: 0 means "new".
@@ -215,32 +249,43 @@ wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
     manifest.emplace(row[0].as<std::string>(), row[1].as<std::uint64_t>());
   }
   const CommitPlan plan = plan_commit(req, manifest, limits);
+
+  // Every check passed: from here on only writes. All but the last new file
+  // are separate inserts; the rest of the commit is one statement.
   const i64 next = static_cast<i64>(cur->version) + 1;
-  for (const auto& path : plan.close_paths) t.exec_prepared("file_close", ns, id, path, next);
-  for (const auto& f : plan.inserts) {
-    const auto& e = *f.entry;
+  for (std::size_t i = 0; i + 1 < plan.inserts.size(); ++i) {
+    const auto& e = *plan.inserts[i].entry;
     t.exec_prepared("file_insert", ns, id, e.path(), next, static_cast<int>(e.kind()),
                     static_cast<int>(e.mode() & 07777), e.mtime_ns(),
                     static_cast<i64>(e.content().size()), pqxx::binarystring(e.content()),
-                    pqxx::binarystring(f.sha256));
+                    pqxx::binarystring(plan.inserts[i].sha256));
   }
-  t.exec_prepared("session_bump", ns, id, next, static_cast<i64>(plan.total_bytes),
-                  static_cast<i64>(plan.file_count));
+  const std::string notice = encode_notice({.kind = ChangeNotice::Kind::changed,
+                                            .namespace_name = ns,
+                                            .session_id = id,
+                                            .version = static_cast<std::uint64_t>(next),
+                                            .epoch = cur->epoch,
+                                            .engine = s.engine_id});
   // Keep versions next-N+1 .. next reconstructable; a row closed at or before
-  // next-N+1 is visible in none of them.
-  t.exec_prepared("history_prune", ns, id, next - limits.history_versions + 1);
-  if (!req.idempotency_key().empty()) {
-    t.exec_prepared("keys_prune", ns, id, next - 128);
-    t.exec_prepared("key_insert", ns, id, req.idempotency_key(), next,
-                    static_cast<i64>(cur->epoch));
+  // next-N+1 is visible in none of them. Keys of the last 128 commits are kept.
+  const i64 prune_to = next - limits.history_versions + 1;
+  const std::string closes = text_array(plan.close_paths);
+  const i64 size_total = static_cast<i64>(plan.total_bytes);
+  const i64 count = static_cast<i64>(plan.file_count);
+  const i64 epoch = static_cast<i64>(cur->epoch);
+  const std::string& key = req.idempotency_key();
+  if (plan.inserts.empty()) {
+    t.exec_prepared("commit_write_none", ns, id, next, closes, size_total, count, prune_to, key,
+                    epoch, kNotifyChannel, notice);
+  } else {
+    const auto& last = plan.inserts.back();
+    const auto& e = *last.entry;
+    t.exec_prepared("commit_write", ns, id, next, closes, size_total, count, prune_to, key, epoch,
+                    kNotifyChannel, notice, e.path(), static_cast<int>(e.kind()),
+                    static_cast<int>(e.mode() & 07777), e.mtime_ns(),
+                    static_cast<i64>(e.content().size()), pqxx::binarystring(e.content()),
+                    pqxx::binarystring(last.sha256));
   }
-  notify(t, {.kind = ChangeNotice::Kind::changed,
-             .namespace_name = ns,
-             .session_id = id,
-             .version = static_cast<std::uint64_t>(next),
-             .epoch = cur->epoch,
-             .engine = s.engine_id});
-  t.commit();
 
   wire::CommitReply reply;
   reply.set_version(next);

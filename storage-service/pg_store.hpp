@@ -19,7 +19,8 @@
 
 namespace pqxx {
 class connection_base;
-}
+class transaction_base;
+}  // namespace pqxx
 
 namespace cookiefs::storage {
 
@@ -33,6 +34,13 @@ void prepare_statements(pqxx::connection_base& conn);
 
 wire::CommitReply commit(pqxx::connection_base& conn, const Scope& scope,
                          const wire::CommitSession& req, const Limits& limits);
+
+// One commit inside a transaction the caller owns (group commit runs several
+// in one). check_commit_request() must have passed. A StoreError thrown here
+// means nothing was written, except a session created by req.create(): the
+// caller wraps creating commits in a savepoint. Locks the session's row.
+wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& scope,
+                            const wire::CommitSession& req, const Limits& limits);
 
 wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& scope,
                        const wire::FetchSession& req, std::int64_t history_versions);

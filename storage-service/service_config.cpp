@@ -1,6 +1,8 @@
 // ServiceConfig key registration; see service_config.hpp.
 #include "service_config.hpp"
 
+#include <algorithm>
+
 #include "health_http.hpp"
 #include "logging.hpp"
 
@@ -16,6 +18,12 @@ void register_keys(ConfigSchema& s, ServiceConfig& c) {
       {.flag = "--database-url", .env = "COOKIEFS_DATABASE_URL", .required = true, .secret = true});
   s.add("database.pool_size", &c.pool_size, "database connections (and SQL threads)",
         {.min = 1, .max = 256});
+  s.add("database.commit_lanes", &c.commit_lanes,
+        "group-commit transactions at once (0: half of database.pool_size, at least 1)",
+        {.min = 0, .max = 256});
+  s.add("database.commit_batch_max", &c.commit_batch_max,
+        "most commits (of different sessions) in one group-commit transaction",
+        {.min = 1, .max = 1024});
   s.add("database.connect_timeout", &c.connect_timeout, "timeout of one database connect",
         {.min = 1000, .max = 600'000});
   s.add("server.threads", &c.threads, "network threads", {.min = 1, .max = 256});
@@ -50,6 +58,11 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
   } catch (const std::invalid_argument& e) {
     throw ConfigError(e.what());
   }
+}
+
+std::size_t commit_lanes(const ServiceConfig& c) {
+  if (c.commit_lanes > 0) return static_cast<std::size_t>(std::min(c.commit_lanes, c.pool_size));
+  return static_cast<std::size_t>(std::max<std::int64_t>(1, c.pool_size / 2));
 }
 
 void check(const ServiceConfig& c, const std::string& source) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -18,6 +19,8 @@ struct ServiceConfig {
   std::string metrics_listen = "0.0.0.0:9102";  // "" disables the exposer
   std::string database_url;                     // secret: never logged
   std::int64_t pool_size = 8;
+  std::int64_t commit_lanes = 0;  // 0: half the pool, at least 1
+  std::int64_t commit_batch_max = 32;
   std::chrono::milliseconds connect_timeout{5000};
   std::int64_t threads = 2;
   std::int64_t max_connections = 10000;
@@ -39,6 +42,10 @@ void register_keys(ConfigSchema& schema, ServiceConfig& cfg);
 // Cross-key checks ConfigSchema cannot express (e.g. listen must be HOST:PORT).
 // Throws ConfigError naming the key.
 void check(const ServiceConfig& cfg, const std::string& source);
+
+// Group-commit transactions that may run at once (database.commit_lanes, or
+// its default from the pool size).
+std::size_t commit_lanes(const ServiceConfig& cfg);
 
 // "host:port" or "[v6]:port" -> {host, port}. Throws ConfigError("...") without
 // a source prefix.

@@ -1,0 +1,232 @@
+// Group commit against a real database: commits of many sessions arriving at
+// once (one connection each, one commit lane so they must share
+// transactions) all land with the right versions; a fenced or conflicting
+// commit in the same batch is rejected alone; an idempotent retry in a batch
+// is replayed, not applied twice. That batches really formed is read from the
+// service's cookiefs_storage_commit_batch_size histogram (fewer transactions
+// than commits).
+#include <doctest/doctest.h>
+
+#include <barrier>
+#include <cstdlib>
+#include <functional>
+#include <thread>
+
+#include "http_probe.hpp"
+#include "ports.hpp"
+#include "storage_fixture.hpp"
+
+using namespace cookiefs;
+using namespace cookiefs::test;
+
+namespace {
+
+constexpr int kWriters = 24;
+
+struct Service {
+  std::uint16_t metrics_port = free_tcp_port();
+  StorageServiceProcess process{shared_cluster().url(),
+                                0,
+                                {"--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port),
+                                 "--database-commit-lanes", "1", "--database-pool-size", "2"}};
+};
+
+// Value of an unlabelled sample (e.g. "cookiefs_storage_commit_batch_size_count").
+double sample(std::uint16_t metrics_port, const std::string& name) {
+  auto m = http_get(metrics_port, "/metrics");
+  REQUIRE(m.has_value());
+  const std::string key = "\n" + name + " ";
+  const auto at = m->body.find(key);
+  REQUIRE_MESSAGE(at != std::string::npos, name);
+  return std::strtod(m->body.c_str() + at + key.size(), nullptr);
+}
+
+// Runs make_request(i) for i in [0, kWriters) on kWriters connections at once
+// (released together by a barrier) and returns the replies in order.
+std::vector<wire::Envelope> all_at_once(const std::vector<std::unique_ptr<WireConnection>>& conns,
+                                        const std::function<wire::Envelope(int)>& make_request) {
+  std::vector<wire::Envelope> replies(conns.size());
+  std::barrier start(static_cast<std::ptrdiff_t>(conns.size()));
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto req = make_request(static_cast<int>(i));
+      start.arrive_and_wait();
+      replies[i] = conns[i]->call(req, std::chrono::seconds(120));
+    });
+  }
+  for (auto& t : threads) t.join();
+  return replies;
+}
+
+std::vector<std::unique_ptr<WireConnection>> writers(const Service& svc, const std::string& ns) {
+  std::vector<std::unique_ptr<WireConnection>> conns;
+  for (int i = 0; i < kWriters; ++i) conns.push_back(connect(svc.process.port(), ns, "engine-a"));
+  return conns;
+}
+
+std::string sid(int i) {
+  return "gc-" + std::to_string(i);
+}
+
+}  // namespace
+
+TEST_CASE("group commit: concurrent commits of many sessions all land, in shared transactions") {
+  Service svc;
+  const auto ns = fresh_namespace();
+  auto conns = writers(svc, ns);
+
+  auto replies = all_at_once(conns, [](int i) {
+    return commit_request(sid(i), 0, 0, true, {file("cookies.txt", "v1 of " + sid(i))});
+  });
+  for (const auto& r : replies) {
+    REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+    CHECK(r.commit_reply().version() == 1);
+    CHECK(r.commit_reply().epoch() == 1);
+  }
+  // Several rounds on existing sessions: every commit lands exactly once.
+  constexpr int kRounds = 5;
+  for (int round = 2; round <= kRounds + 1; ++round) {
+    replies = all_at_once(conns, [round](int i) {
+      return commit_request(sid(i), 1, static_cast<std::uint64_t>(round - 1), false,
+                            {file("cookies.txt", "v" + std::to_string(round) + " of " + sid(i))});
+    });
+    for (const auto& r : replies) {
+      REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+      CHECK(r.commit_reply().version() == static_cast<std::uint64_t>(round));
+    }
+  }
+  auto check = connect(svc.process.port(), ns, "engine-a");
+  for (int i = 0; i < kWriters; ++i) {
+    auto f = check->call(fetch_request(sid(i)));
+    REQUIRE(f.has_fetch_reply());
+    CHECK(f.fetch_reply().info().version() == kRounds + 1);
+    REQUIRE(f.fetch_reply().files_size() == 1);
+    CHECK(f.fetch_reply().files(0).content() ==
+          "v" + std::to_string(kRounds + 1) + " of " + sid(i));
+  }
+  const double commits = sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_sum");
+  const double batches = sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_count");
+  CHECK(commits == kWriters * (kRounds + 1));
+  CHECK(batches < commits);  // with one lane, commits that arrive together share a transaction
+}
+
+TEST_CASE("group commit: a fenced or conflicting commit fails alone; retries are replayed") {
+  Service svc;
+  const auto ns = fresh_namespace();
+  auto conns = writers(svc, ns);
+  auto replies = all_at_once(conns, [](int i) {
+    return commit_request(sid(i), 0, 0, true, {file("cookies.txt", "one")}, {},
+                          "key-" + std::to_string(i) + "-1");
+  });
+  for (const auto& r : replies) REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+
+  // Move session 0 to another engine: engine-a's epoch 1 is now stale.
+  auto nm = connect(svc.process.port(), ns);
+  auto a = nm->call(assign_request(sid(0), "engine-b", 200));
+  REQUIRE_MESSAGE(a.has_assign_reply(), a.DebugString());
+  REQUIRE(a.assign_reply().epoch() == 2);
+
+  // Until batches are seen to have formed (almost always the first try):
+  // writer 0 is fenced, writer 1 conflicts (stale base), writer 2 retries its
+  // first commit (same key), writer 3 creates a session with a wrong base
+  // (rejected inside a savepoint), the rest commit normally.
+  std::uint64_t expected = 1;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const double batches_before =
+        sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_count");
+    replies = all_at_once(conns, [&](int i) {
+      switch (i) {
+        case 0:
+          return commit_request(sid(0), 1, 1, false, {file("cookies.txt", "fenced")});
+        case 1:
+          return commit_request(sid(1), 1, 0, false, {file("cookies.txt", "stale base")});
+        case 2:
+          return commit_request(sid(2), 0, 0, true, {file("cookies.txt", "one")}, {}, "key-2-1");
+        case 3:
+          return commit_request("gc-new-" + std::to_string(attempt), 0, 5, true,
+                                {file("cookies.txt", "x")});
+        default:
+          return commit_request(sid(i), 1, expected, false,
+                                {file("cookies.txt", "next " + std::to_string(expected))}, {},
+                                "key-" + std::to_string(i) + "-" + std::to_string(expected + 1));
+      }
+    });
+    REQUIRE(error_of(replies[0]) == wire::STALE_EPOCH);
+    CHECK(replies[0].error().current_epoch() == 2);
+    CHECK(replies[0].error().current_owner() == "engine-b");
+    REQUIRE(error_of(replies[1]) == wire::VERSION_CONFLICT);
+    REQUIRE_MESSAGE(replies[2].has_commit_reply(), replies[2].DebugString());
+    CHECK(replies[2].commit_reply().replayed());
+    CHECK(replies[2].commit_reply().version() == 1);
+    REQUIRE(error_of(replies[3]) == wire::VERSION_CONFLICT);
+    ++expected;
+    for (int i = 4; i < kWriters; ++i) {
+      REQUIRE_MESSAGE(replies[i].has_commit_reply(), replies[i].DebugString());
+      CHECK(replies[i].commit_reply().version() == expected);
+      CHECK_FALSE(replies[i].commit_reply().replayed());
+    }
+    const double batches =
+        sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_count") - batches_before;
+    if (batches < kWriters) break;
+  }
+  const double commits = sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_sum");
+  const double batches = sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_count");
+  CHECK(batches < commits);
+
+  // Nothing of the rejected ones landed; the retried commit did not run twice.
+  auto check = connect(svc.process.port(), ns, "engine-a");
+  auto f = check->call(fetch_request(sid(0)));
+  REQUIRE(f.has_fetch_reply());
+  CHECK(f.fetch_reply().info().version() == 1);
+  CHECK(f.fetch_reply().files(0).content() == "one");
+  f = check->call(fetch_request(sid(1)));
+  CHECK(f.fetch_reply().info().version() == 1);
+  f = check->call(fetch_request(sid(2)));
+  CHECK(f.fetch_reply().info().version() == 1);
+  CHECK(error_of(check->call(fetch_request("gc-new-0"))) == wire::NOT_FOUND);
+  for (int i = 4; i < kWriters; ++i) {
+    f = check->call(fetch_request(sid(i)));
+    REQUIRE(f.has_fetch_reply());
+    CHECK(f.fetch_reply().info().version() == expected);
+    CHECK(f.fetch_reply().files(0).content() == "next " + std::to_string(expected - 1));
+  }
+  // A retry of a batched commit after it landed: replayed with its version.
+  auto r = conns[4]->call(
+      commit_request(sid(4), 1, 1, false, {file("cookies.txt", "next 1")}, {}, "key-4-2"));
+  REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+  CHECK(r.commit_reply().replayed());
+  CHECK(r.commit_reply().version() == 2);
+}
+
+TEST_CASE(
+    "group commit: racing commits of one session: one wins each round, history stays linear") {
+  Service svc;
+  const auto ns = fresh_namespace();
+  auto c = connect(svc.process.port(), ns, "engine-a");
+  REQUIRE(c->call(commit_request("pair", 0, 0, true, {file("a", "1")})).has_commit_reply());
+  // Many writers race on one session with the same base: exactly one wins
+  // each round, the others get VERSION_CONFLICT, and the history is linear.
+  auto conns = writers(svc, ns);
+  std::uint64_t version = 1;
+  for (int round = 0; round < 3; ++round) {
+    auto replies = all_at_once(conns, [&](int i) {
+      return commit_request("pair", 1, version, false, {file("a", "w" + std::to_string(i))});
+    });
+    int won = 0;
+    for (const auto& r : replies) {
+      if (r.has_commit_reply()) {
+        ++won;
+        CHECK(r.commit_reply().version() == version + 1);
+      } else {
+        CHECK(error_of(r) == wire::VERSION_CONFLICT);
+      }
+    }
+    CHECK(won == 1);
+    ++version;
+  }
+  auto f = c->call(fetch_request("pair"));
+  REQUIRE(f.has_fetch_reply());
+  CHECK(f.fetch_reply().info().version() == version);
+  CHECK(f.fetch_reply().files_size() == 1);
+}

@@ -87,24 +87,16 @@ std::vector<CommitBatcher::Outcome> CommitBatcher::run_batch(const std::vector<P
   std::vector<Outcome> out(batch.size());
   try {
     pool_.run_here([&](pqxx::connection& c) {
-      out.assign(batch.size(), Outcome{});  // a retry on a fresh connection starts over
+      // Built here: a retry on a fresh connection starts over.
+      std::vector<BatchCommit> commits;
+      commits.reserve(batch.size());
+      for (const auto& p : batch) commits.push_back({&p.scope, p.req, &p.limits, nullptr, {}});
       pqxx::work t(c);
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        const auto& p = batch[i];
-        // Savepoints by hand: libpqxx 6.4's subtransaction issues its
-        // SAVEPOINT lazily and skips it for exec_prepared (its rollback then
-        // undoes nothing). Not released after success: a later ROLLBACK TO
-        // finds the newest one of that name, and RELEASE is a round trip.
-        const bool savepoint = p.req->create();
-        if (savepoint) t.exec("SAVEPOINT create_commit");
-        try {
-          out[i].reply = commit_in(t, p.scope, *p.req, p.limits);
-        } catch (const StoreError&) {
-          out[i].error = std::current_exception();  // wrote nothing; the others go on
-          if (savepoint) t.exec("ROLLBACK TO SAVEPOINT create_commit");
-        }
-      }
+      commit_batch(t, commits);
       t.commit();
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        out[i] = Outcome{commits[i].error, std::move(commits[i].reply)};
+      }
     });
     return out;
   } catch (const StoreError& e) {

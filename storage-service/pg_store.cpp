@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
+#include <utility>
+#include <vector>
 
 #include "names.hpp"
 #include "store_error.hpp"
@@ -49,8 +52,11 @@ void prepare_all(pqxx::connection_base& c) {
   // The writes of one commit in one round trip. Every part sees the snapshot
   // of the statement's start, so the close does not see the new row, and the
   // prune does not see rows closed here (with history.versions = 1 they go at
-  // the next commit). Keys: see "key_lookup"; a retry comes long before the
-  // bound (last 128 commits, and any younger than ten minutes).
+  // the next commit). Keys of the last 128 commits are kept, and any younger
+  // than ten minutes: a retry comes long before either bound. The keys pruned
+  // are those below the oldest young one's version (all old by definition),
+  // so the prune reads only what it deletes, on commit_keys_by_version, not
+  // every key of the session.
   const std::string write_common =
       "WITH closed AS (UPDATE files SET valid_to = $3 WHERE namespace = $1 AND session_id = $2"
       " AND valid_to IS NULL AND path = ANY ($4::text[])),"
@@ -59,8 +65,9 @@ void prepare_all(pqxx::connection_base& c) {
       " pruned AS (DELETE FROM files WHERE namespace = $1 AND session_id = $2"
       " AND valid_to IS NOT NULL AND valid_to <= $7),"
       " keys_pruned AS (DELETE FROM commit_keys WHERE $8 <> '' AND namespace = $1"
-      " AND session_id = $2 AND version <= $3 - 128"
-      " AND created_at < now() - interval '10 minutes'),"
+      " AND session_id = $2 AND version <= $3 - 128 AND version < coalesce((SELECT min(version)"
+      " FROM commit_keys WHERE namespace = $1 AND session_id = $2"
+      " AND created_at >= now() - interval '10 minutes'), $3)),"
       " key_added AS (INSERT INTO commit_keys (namespace, session_id, idempotency_key, version,"
       " epoch) SELECT $1, $2, $8, $3, $9 WHERE $8 <> '')";
   c.prepare("commit_write_none", write_common + " SELECT pg_notify($10, $11)");
@@ -71,6 +78,20 @@ void prepare_all(pqxx::connection_base& c) {
                 " VALUES ($1, $2, $12, $3, $13, $14, $15, $16, $17, $18))"
                 " SELECT pg_notify($10, $11)");
   c.prepare("notify", "SELECT pg_notify($1, $2)");
+  // Group commit: every session of a batch locked in one statement, in lock
+  // order (the sort runs below the row locks); then their current files and
+  // the batch's idempotency keys in one more.
+  c.prepare("batch_lock",
+            "SELECT namespace, session_id, owner, epoch, version FROM sessions"
+            " WHERE (namespace, session_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+            " ORDER BY namespace, session_id FOR UPDATE");
+  c.prepare("batch_read",
+            "SELECT false, namespace, session_id, path, size, 0::bigint FROM files"
+            " WHERE (namespace, session_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+            " AND valid_to IS NULL"
+            " UNION ALL SELECT true, namespace, session_id, idempotency_key, version, epoch"
+            " FROM commit_keys WHERE (namespace, session_id, idempotency_key) IN"
+            " (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))");
   c.prepare("session_info",
             "SELECT " + info + " FROM sessions WHERE namespace = $1 AND session_id = $2");
   c.prepare("files_current", files_query(true, false));
@@ -194,41 +215,17 @@ void prepare_statements(pqxx::connection_base& conn) {
   prepare_all(conn);
 }
 
-wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
-                         const wire::CommitSession& req, const Limits& limits) {
-  check_commit_request(req, limits);
-  pqxx::work t(conn);
-  auto reply = commit_in(t, s, req, limits);
-  t.commit();
-  return reply;
-}
+namespace {
 
-wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
-                            const wire::CommitSession& req, const Limits& limits) {
+// The checks and writes of a commit whose session row is locked, with its
+// current manifest read after the lock.
+wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
+                                const wire::CommitSession& req, const Limits& limits,
+                                const Locked& locked, bool created,
+                                const std::map<std::string, std::uint64_t>& manifest) {
   const std::string& ns = s.namespace_name;
   const std::string& id = req.session_id();
-
-  // The only write before the checks below; a caller batching commits runs a
-  // creating commit inside a savepoint so a rejected one leaves no session.
-  bool created = false;
-  if (req.create()) {
-    created = !t.exec_prepared("session_create", ns, id, s.engine_id, i64{1}).empty();
-  }
-  const auto cur = lock_session(t, s, id);
-  if (!cur) not_found();
-
-  // After the lock, in a new statement (a new snapshot under READ COMMITTED):
-  // a commit that finished while we waited for the lock is visible here.
-  if (!req.idempotency_key().empty()) {
-    auto k = t.exec_prepared("key_lookup", ns, id, req.idempotency_key());
-    if (!k.empty()) {
-      wire::CommitReply reply;
-      reply.set_version(k[0][0].as<i64>());
-      reply.set_epoch(k[0][1].as<i64>());
-      reply.set_replayed(true);
-      return reply;  // nothing was written
-    }
-  }
+  const Locked* cur = &locked;  // the checks read like the rest of the file
   // A writer creating a session does not know its epoch yet: 0 means "new".
   const bool epoch_ok = req.writer_epoch() == cur->epoch || (created && req.writer_epoch() == 0);
   if (!epoch_ok) stale_epoch(req.writer_epoch(), cur->owner, cur->epoch, cur->version);
@@ -244,10 +241,6 @@ wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
     throw StoreError(std::move(e));
   }
 
-  std::map<std::string, std::uint64_t> manifest;
-  for (const auto& row : t.exec_prepared("manifest", ns, id)) {
-    manifest.emplace(row[0].as<std::string>(), row[1].as<std::uint64_t>());
-  }
   const CommitPlan plan = plan_commit(req, manifest, limits);
 
   // Every check passed: from here on only writes. All but the last new file
@@ -291,6 +284,134 @@ wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
   reply.set_version(next);
   reply.set_epoch(cur->epoch);
   return reply;
+}
+
+std::string replay_key(const std::string& ns, const std::string& id, const std::string& key) {
+  std::string k = ns;
+  k += '\0';
+  k += id;
+  k += '\0';
+  k += key;
+  return k;
+}
+
+}  // namespace
+
+wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
+                         const wire::CommitSession& req, const Limits& limits) {
+  check_commit_request(req, limits);
+  pqxx::work t(conn);
+  auto reply = commit_in(t, s, req, limits);
+  t.commit();
+  return reply;
+}
+
+wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
+                            const wire::CommitSession& req, const Limits& limits) {
+  const std::string& ns = s.namespace_name;
+  const std::string& id = req.session_id();
+
+  // The only write before the checks below; a caller batching commits runs a
+  // creating commit inside a savepoint so a rejected one leaves no session.
+  bool created = false;
+  if (req.create()) {
+    created = !t.exec_prepared("session_create", ns, id, s.engine_id, i64{1}).empty();
+  }
+  const auto cur = lock_session(t, s, id);
+  if (!cur) not_found();
+
+  // After the lock, in a new statement (a new snapshot under READ COMMITTED):
+  // a commit that finished while we waited for the lock is visible here.
+  if (!req.idempotency_key().empty()) {
+    auto k = t.exec_prepared("key_lookup", ns, id, req.idempotency_key());
+    if (!k.empty()) {
+      wire::CommitReply reply;
+      reply.set_version(k[0][0].as<i64>());
+      reply.set_epoch(k[0][1].as<i64>());
+      reply.set_replayed(true);
+      return reply;  // nothing was written
+    }
+  }
+  std::map<std::string, std::uint64_t> manifest;
+  for (const auto& row : t.exec_prepared("manifest", ns, id)) {
+    manifest.emplace(row[0].as<std::string>(), row[1].as<std::uint64_t>());
+  }
+  return commit_locked(t, s, req, limits, *cur, created, manifest);
+}
+
+void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
+  using SessionKey = std::pair<std::string, std::string>;
+  // Only a session's first commit in the batch uses what is read up front;
+  // later ones (and sessions to create) read their own, seeing this batch's
+  // writes.
+  std::set<SessionKey> seen;
+  std::vector<bool> first(batch.size());
+  std::vector<std::string> nss, ids, key_nss, key_ids, keys;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const auto& c = batch[i];
+    first[i] = seen.emplace(c.scope->namespace_name, c.req->session_id()).second;
+    if (!first[i]) continue;
+    nss.push_back(c.scope->namespace_name);
+    ids.push_back(c.req->session_id());
+    if (!c.req->idempotency_key().empty()) {
+      key_nss.push_back(c.scope->namespace_name);
+      key_ids.push_back(c.req->session_id());
+      keys.push_back(c.req->idempotency_key());
+    }
+  }
+  // One statement locks every session of the batch, in (namespace, session)
+  // order like every batch; then, in a new snapshot that sees every commit
+  // that finished before we got the locks, one reads their manifests and keys.
+  std::map<SessionKey, Locked> locked;
+  for (const auto& row : t.exec_prepared("batch_lock", text_array(nss), text_array(ids))) {
+    locked.emplace(
+        SessionKey{row[0].as<std::string>(), row[1].as<std::string>()},
+        Locked{row[2].as<std::string>(), row[3].as<std::uint64_t>(), row[4].as<std::uint64_t>()});
+  }
+  std::map<SessionKey, std::map<std::string, std::uint64_t>> manifests;
+  std::map<std::string, std::pair<i64, i64>> replays;
+  for (const auto& row :
+       t.exec_prepared("batch_read", text_array(nss), text_array(ids), text_array(key_nss),
+                       text_array(key_ids), text_array(keys))) {
+    auto ns = row[1].as<std::string>(), id = row[2].as<std::string>();
+    if (row[0].as<bool>()) {
+      replays[replay_key(ns, id, row[3].as<std::string>())] = {row[4].as<i64>(), row[5].as<i64>()};
+    } else {
+      manifests[{std::move(ns), std::move(id)}].emplace(row[3].as<std::string>(),
+                                                        row[4].as<std::uint64_t>());
+    }
+  }
+
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& c = batch[i];
+    const SessionKey key{c.scope->namespace_name, c.req->session_id()};
+    const auto cur = locked.find(key);
+    // Savepoints by hand: libpqxx 6.4's subtransaction issues its SAVEPOINT
+    // lazily and skips it for exec_prepared (its rollback then undoes
+    // nothing). Not released after success: a later ROLLBACK TO finds the
+    // newest of that name, and RELEASE would be a round trip.
+    const bool savepoint = c.req->create() && (!first[i] || cur == locked.end());
+    try {
+      if (savepoint) t.exec("SAVEPOINT create_commit");
+      if (!first[i] || cur == locked.end()) {
+        c.reply = commit_in(t, *c.scope, *c.req, *c.limits);
+        continue;
+      }
+      if (!c.req->idempotency_key().empty()) {
+        auto r = replays.find(replay_key(key.first, key.second, c.req->idempotency_key()));
+        if (r != replays.end()) {
+          c.reply.set_version(r->second.first);
+          c.reply.set_epoch(r->second.second);
+          c.reply.set_replayed(true);
+          continue;
+        }
+      }
+      c.reply = commit_locked(t, *c.scope, *c.req, *c.limits, cur->second, false, manifests[key]);
+    } catch (const StoreError&) {
+      c.error = std::current_exception();  // it wrote nothing; the others go on
+      if (savepoint) t.exec("ROLLBACK TO SAVEPOINT create_commit");
+    }
+  }
 }
 
 wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& s, const wire::FetchSession& req,

@@ -11,7 +11,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <string>
+#include <vector>
 
 #include "change_notice.hpp"
 #include "commit_plan.hpp"
@@ -41,6 +43,21 @@ wire::CommitReply commit(pqxx::connection_base& conn, const Scope& scope,
 // caller wraps creating commits in a savepoint. Locks the session's row.
 wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& scope,
                             const wire::CommitSession& req, const Limits& limits);
+
+// Group commit: several commits (check_commit_request() passed, sorted by
+// (namespace, session), stable) in the caller's transaction, each with its
+// own checks and result: a commit that fails gets `error` (a StoreError) and
+// wrote nothing. Reads for the whole batch take two round trips; each commit
+// then writes in one (plus one per extra new file). Database errors throw and
+// leave the transaction unusable.
+struct BatchCommit {
+  const Scope* scope;
+  const wire::CommitSession* req;
+  const Limits* limits;
+  std::exception_ptr error;
+  wire::CommitReply reply;
+};
+void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch);
 
 wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& scope,
                        const wire::FetchSession& req, std::int64_t history_versions);

@@ -12,7 +12,7 @@ namespace {
 // Arbitrary constant shared by every replica: "cook" in ASCII.
 constexpr long long kMigrationLockKey = 0x636f6f6b;
 
-constexpr std::array<const char*, 1> kMigrations{
+constexpr std::array<const char*, 2> kMigrations{
     // 1: sessions, file versions (history as valid_from/valid_to ranges, so a
     // commit writes only its changed files), idempotency keys of recent commits.
     R"sql(
@@ -57,6 +57,12 @@ CREATE TABLE commit_keys (
   created_at      timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (namespace, session_id, idempotency_key)
 );
+)sql",
+    // 2: commit keys by version, so a commit prunes old keys by a range scan
+    // instead of reading every key of the session (keys younger than ten
+    // minutes are kept, so a busy session has thousands).
+    R"sql(
+CREATE INDEX commit_keys_by_version ON commit_keys (namespace, session_id, version);
 )sql",
 };
 

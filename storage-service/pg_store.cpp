@@ -341,6 +341,8 @@ wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
 
 void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
   using SessionKey = std::pair<std::string, std::string>;
+  // A batch of one (an idle service) is cheaper with the plain statements.
+  const bool alone = batch.size() == 1;
   // Only a session's first commit in the batch uses what is read up front;
   // later ones (and sessions to create) read their own, seeing this batch's
   // writes.
@@ -349,7 +351,7 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
   std::vector<std::string> nss, ids, key_nss, key_ids, keys;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const auto& c = batch[i];
-    first[i] = seen.emplace(c.scope->namespace_name, c.req->session_id()).second;
+    first[i] = !alone && seen.emplace(c.scope->namespace_name, c.req->session_id()).second;
     if (!first[i]) continue;
     nss.push_back(c.scope->namespace_name);
     ids.push_back(c.req->session_id());
@@ -363,22 +365,25 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
   // order like every batch; then, in a new snapshot that sees every commit
   // that finished before we got the locks, one reads their manifests and keys.
   std::map<SessionKey, Locked> locked;
-  for (const auto& row : t.exec_prepared("batch_lock", text_array(nss), text_array(ids))) {
-    locked.emplace(
-        SessionKey{row[0].as<std::string>(), row[1].as<std::string>()},
-        Locked{row[2].as<std::string>(), row[3].as<std::uint64_t>(), row[4].as<std::uint64_t>()});
-  }
   std::map<SessionKey, std::map<std::string, std::uint64_t>> manifests;
   std::map<std::string, std::pair<i64, i64>> replays;
-  for (const auto& row :
-       t.exec_prepared("batch_read", text_array(nss), text_array(ids), text_array(key_nss),
-                       text_array(key_ids), text_array(keys))) {
-    auto ns = row[1].as<std::string>(), id = row[2].as<std::string>();
-    if (row[0].as<bool>()) {
-      replays[replay_key(ns, id, row[3].as<std::string>())] = {row[4].as<i64>(), row[5].as<i64>()};
-    } else {
-      manifests[{std::move(ns), std::move(id)}].emplace(row[3].as<std::string>(),
-                                                        row[4].as<std::uint64_t>());
+  if (!nss.empty()) {
+    for (const auto& row : t.exec_prepared("batch_lock", text_array(nss), text_array(ids))) {
+      locked.emplace(
+          SessionKey{row[0].as<std::string>(), row[1].as<std::string>()},
+          Locked{row[2].as<std::string>(), row[3].as<std::uint64_t>(), row[4].as<std::uint64_t>()});
+    }
+    for (const auto& row :
+         t.exec_prepared("batch_read", text_array(nss), text_array(ids), text_array(key_nss),
+                         text_array(key_ids), text_array(keys))) {
+      auto ns = row[1].as<std::string>(), id = row[2].as<std::string>();
+      if (row[0].as<bool>()) {
+        replays[replay_key(ns, id, row[3].as<std::string>())] = {row[4].as<i64>(),
+                                                                 row[5].as<i64>()};
+      } else {
+        manifests[{std::move(ns), std::move(id)}].emplace(row[3].as<std::string>(),
+                                                          row[4].as<std::uint64_t>());
+      }
     }
   }
 

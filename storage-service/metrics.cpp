@@ -23,7 +23,9 @@ Metrics::Metrics() : registry(std::make_shared<prometheus::Registry>()) {
                           .Register(*registry);
   commit_duration = &BuildHistogram()
                          .Name("cookiefs_storage_commit_duration_seconds")
-                         .Help("Time of the database transaction of a commit")
+                         .Help(
+                             "Time of a commit in the database layer, waiting for its group-commit "
+                             "batch included")
                          .Register(*registry)
                          .Add({}, kLatencyBuckets);
   commit_batch_size =

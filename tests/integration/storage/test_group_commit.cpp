@@ -230,3 +230,39 @@ TEST_CASE(
   CHECK(f.fetch_reply().info().version() == version);
   CHECK(f.fetch_reply().files_size() == 1);
 }
+
+TEST_CASE("group commit: paths with quotes, backslashes, commas and braces are replaced exactly") {
+  // The paths a commit closes travel as one text[] literal: any character a
+  // path may hold must survive it, or an old row stays current beside the new.
+  Service svc;
+  const auto ns = fresh_namespace();
+  const std::vector<std::string> paths{"a\"b", "c\\d", "e,f", "{g}", "NULL", "h i", "\"", "j'k"};
+  auto conns = writers(svc, ns);
+  std::vector<wire::FileEntry> files;
+  for (const auto& p : paths) files.push_back(file(p, "one " + p));
+  auto replies =
+      all_at_once(conns, [&](int i) { return commit_request(sid(i), 0, 0, true, files); });
+  for (const auto& r : replies) REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+  // Change half of them and delete the other half, all sessions at once.
+  replies = all_at_once(conns, [&](int i) {
+    std::vector<wire::FileEntry> changed;
+    std::vector<std::string> deleted;
+    for (std::size_t k = 0; k < paths.size(); ++k) {
+      if (k % 2 == 0) {
+        changed.push_back(file(paths[k], "two " + paths[k]));
+      } else {
+        deleted.push_back(paths[k]);
+      }
+    }
+    return commit_request(sid(i), 1, 1, false, changed, deleted);
+  });
+  for (const auto& r : replies) REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+  auto check = connect(svc.process.port(), ns, "engine-a");
+  for (int i = 0; i < kWriters; ++i) {
+    auto f = check->call(fetch_request(sid(i)));
+    REQUIRE(f.has_fetch_reply());
+    CHECK(f.fetch_reply().info().file_count() == paths.size() / 2);
+    REQUIRE(f.fetch_reply().files_size() == static_cast<int>(paths.size() / 2));
+    for (const auto& e : f.fetch_reply().files()) CHECK(e.content() == "two " + e.path());
+  }
+}

@@ -53,11 +53,12 @@ void prepare_all(pqxx::connection_base& c) {
   // of the statement's start: the close does not see the row inserted here
   // (but does see rows inserted at this version by earlier statements, so it
   // skips them by valid_from), and the prune does not see rows closed here
-  // (with history.versions = 1 they go at the next commit). Keys of the last 128 commits are kept, and any younger
-  // than ten minutes: a retry comes long before either bound. The keys pruned
-  // are those below the oldest young one's version (all old by definition),
-  // so the prune reads only what it deletes, on commit_keys_by_version, not
-  // every key of the session.
+  // (with history.versions = 1 they go at the next commit). Keys of the
+  // last 128 commits are kept, and any younger than ten minutes: a retry
+  // comes long before either bound. The keys pruned are those below the
+  // oldest young one's version (all old by definition), so the prune reads
+  // only what it deletes, on commit_keys_by_version, not every key of the
+  // session.
   const std::string write_common =
       "WITH closed AS (UPDATE files SET valid_to = $3 WHERE namespace = $1 AND session_id = $2"
       " AND valid_to IS NULL AND valid_from < $3 AND path = ANY ($4::text[])),"

@@ -249,11 +249,23 @@ int run(int argc, char** argv) {
 
   // Every inode the kernel knows holds an O_PATH descriptor (passthrough
   // style), so a host holding thousands of sessions needs more than the
-  // usual soft limit of 1024; take the hard limit.
-  if (rlimit nofile{};
-      ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    nofile.rlim_cur = nofile.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0) spdlog::warn("cannot raise the open-file limit");
+  // usual soft limit of 1024; take the hard limit. With CAP_SYS_RESOURCE
+  // (root) first lift the hard limit to the kernel's per-process ceiling
+  // (fs.nr_open): 10,000 sessions of two inodes each outgrow a 20,000 limit.
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    rlim_t ceiling = 1 << 20;
+    if (std::ifstream nr_open("/proc/sys/fs/nr_open"); !(nr_open >> ceiling)) ceiling = 1 << 20;
+    if (nofile.rlim_max == RLIM_INFINITY || nofile.rlim_max > ceiling) nofile.rlim_max = ceiling;
+    if (const rlimit lifted{ceiling, ceiling};
+        nofile.rlim_max < ceiling && ::setrlimit(RLIMIT_NOFILE, &lifted) == 0) {
+      nofile = lifted;  // EPERM without CAP_SYS_RESOURCE: keep the hard limit
+    } else if (nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0) {
+        spdlog::warn("cannot raise the open-file limit");
+      }
+    }
+    spdlog::debug("open-file limit: {}", nofile.rlim_cur);
   }
 
   // Our own threads must not take the termination signals: libfuse's handler

@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <random>
 #include <stdexcept>
+#include <utility>
 
 #include "names.hpp"
 
@@ -87,6 +89,82 @@ void write_in_place(const fs::path& path, const std::string& content, std::uint3
   if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
   write_all(f.fd, content);
   ::fchmod(f.fd, mode & 07777);
+}
+
+// Writes a file of a fetch's private staging dir (made empty in advance):
+// no temporary name, no fsync.
+void fill_file(const fs::path& path, const std::string& content) {
+  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
+  write_all(f.fd, content);
+}
+
+// An empty file in a staging dir, renamed over the fetched session's first file.
+constexpr const char* kStagingBlank = "blank";
+
+void make_file(const fs::path& path) {
+  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "create");
+}
+
+void make_dir(const fs::path& path) {
+  if (::mkdir(path.c_str(), 0755) != 0) {
+    throw std::system_error(errno, std::generic_category(), "mkdir");
+  }
+}
+
+// A fetch's staging dir until it is renamed into place; removed on failure so
+// a failed lookup leaves nothing behind until the next start-up.
+struct StagingDir {
+  fs::path path;
+  bool kept = false;
+  explicit StagingDir(fs::path p) : path(std::move(p)) {}
+  ~StagingDir() {
+    std::error_code ec;
+    if (!kept) fs::remove_all(path, ec);
+  }
+  StagingDir(const StagingDir&) = delete;
+  StagingDir& operator=(const StagingDir&) = delete;
+};
+
+// Writes the entries of `target` (with the contents in `reply`) under `base`,
+// skipping those `local` already has as wanted; `give` hands each written
+// path to the mount owner. Parents sort before their children.
+TouchedPaths write_entries(const fs::path& base, const wire::FetchReply& reply,
+                           const Manifest& target, const Snapshot& local,
+                           const std::function<void(const fs::path&)>& give) {
+  TouchedPaths touched;
+  std::vector<const wire::FileEntry*> files;
+  for (const auto& f : reply.files()) {
+    if (target.entries.contains(f.path())) files.push_back(&f);
+  }
+  std::sort(files.begin(), files.end(), [](auto* a, auto* b) { return a->path() < b->path(); });
+  for (const auto* f : files) {
+    const ManifestEntry& want = target.entries.at(f->path());
+    auto have = local.find(f->path());
+    if (have != local.end() && have->second.entry == want) continue;
+    const fs::path p = base / f->path();
+    switch (f->kind()) {
+      case wire::DIRECTORY:
+        if (::mkdir(p.c_str(), want.mode) != 0 && errno != EEXIST) {
+          throw std::system_error(errno, std::generic_category(), "mkdir");
+        }
+        ::chmod(p.c_str(), want.mode);
+        break;
+      case wire::SYMLINK: {
+        std::error_code ec;
+        fs::remove(p, ec);
+        fs::create_symlink(f->content(), p);
+        break;
+      }
+      default:
+        write_in_place(p, f->content(), want.mode);
+        break;
+    }
+    give(p);
+    touched.push_back(f->path());
+  }
+  return touched;
 }
 
 bool transient(wire::ErrorCode c) {
@@ -192,6 +270,17 @@ void SessionCache::set_error(Session& s, const std::string& e) {
   last_error_ = e;
 }
 
+// Every inode a fetch writes, made while its request is in flight.
+void SessionCache::prepare_staging(const Session& staging) const {
+  make_dir(staging.dir);
+  make_dir(staging.files());
+  give_to_mount_owner(staging.files());
+  make_file(staging.dir / "manifest");
+  make_file(staging.dir / kStagingBlank);
+  // save_owner() writes owner.tmp, then renames it: it now only truncates it.
+  make_file(staging.dir / "owner.tmp");
+}
+
 std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   if (auto s = find(id)) return s;
   // Subscribed before the fetch: a commit landing between the fetch's answer
@@ -207,46 +296,100 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   // Offline, a lookup must not hang for the client's whole retry deadline:
   // wait only as long as a (re)connect normally takes.
   const auto timeout = client_.connected() ? std::chrono::milliseconds(0) : kOfflineFetchTimeout;
-  wire::FetchReply reply;
-  try {
-    auto answer = client_.call_sync(std::move(env), timeout);
-    if (!answer.has_fetch_reply()) {
-      unsubscribe_unless_held();
-      throw Errno{EIO};
-    }
-    reply = std::move(*answer.mutable_fetch_reply());
-  } catch (const RequestError& e) {
-    unsubscribe_unless_held();
-    if (e.code() == wire::NOT_FOUND) throw Errno{ENOENT};
-    if (transient(e.code())) throw Errno{kUnreachable};
-    spdlog::warn("fetching a session failed: {}", wire::ErrorCode_Name(e.code()));
-    throw Errno{EIO};
-  }
+  // Pipelined: the request is on its way before the staging dir is made, as
+  // creating an inode costs a few hundred microseconds on the cache's ext4.
   // Written beside the cache under a name that is not a valid id, then renamed
   // into place: a crash never leaves a half-fetched session that looks dirty.
-  const fs::path tmp = root_ / "sessions" / (".fetch-" + random_hex());
-  fs::create_directories(tmp / "files");
-  Session staging(id, tmp);
-  give_to_mount_owner(staging.files());
-  apply(staging, reply, {});
-  std::lock_guard lock(mu_);
-  if (auto it = sessions_.find(id); it != sessions_.end()) {
-    fs::remove_all(tmp);
-    return it->second;
+  // Nothing is fsync'ed: PostgreSQL has the data, a process crash loses no
+  // page-cache write, and a leftover staging dir is removed at start-up.
+  auto answered = std::make_shared<std::promise<StorageClient::Result>>();
+  auto answer = answered->get_future();
+  client_.call(
+      std::move(env), [answered](StorageClient::Result r) { answered->set_value(std::move(r)); },
+      timeout);
+  fs::path spare;
+  {
+    std::lock_guard lock(mu_);
+    spare = std::exchange(spare_staging_, fs::path());
   }
-  fs::rename(tmp, root_ / "sessions" / id);
-  auto s = load(id);
-  s->change_gen = 0;
-  // Not shared yet: no lock needed (and mu_ is held, which ranks after state_mu).
+  StagingDir tmp(spare.empty() ? root_ / "sessions" / (".fetch-" + random_hex()) : spare);
+  Session staging(id, tmp.path);
+  std::string unprepared;
+  try {
+    if (spare.empty()) prepare_staging(staging);
+  } catch (const std::exception& e) {
+    unprepared = e.what();
+  }
+  StorageClient::Result result = answer.get();
+  if (result.has_error || !result.reply.has_fetch_reply()) {
+    // Unused: kept for the next fetch, so looking up ids that do not exist
+    // (each mkdir of a new session does) costs no inode.
+    if (unprepared.empty()) {
+      std::lock_guard lock(mu_);
+      if (spare_staging_.empty()) {
+        spare_staging_ = tmp.path;
+        tmp.kept = true;
+      }
+    }
+  }
+  if (result.has_error) {
+    unsubscribe_unless_held();
+    if (result.error.code() == wire::NOT_FOUND) throw Errno{ENOENT};
+    if (transient(result.error.code())) throw Errno{kUnreachable};
+    spdlog::warn("fetching a session failed: {}", wire::ErrorCode_Name(result.error.code()));
+    throw Errno{EIO};
+  }
+  if (!result.reply.has_fetch_reply()) {
+    unsubscribe_unless_held();
+    throw Errno{EIO};
+  }
+  const wire::FetchReply& reply = result.reply.fetch_reply();
+  try {
+    if (!unprepared.empty()) throw std::runtime_error(unprepared);
+    staging.manifest = manifest_of_reply(reply, true);
+    // The first top-level regular file takes the blank prepared for it.
+    const auto first = std::find_if(
+        staging.manifest.entries.begin(), staging.manifest.entries.end(), [](const auto& e) {
+          return e.second.kind == wire::REGULAR && e.first.find('/') == std::string::npos;
+        });
+    const fs::path blank = staging.dir / kStagingBlank;
+    if (first == staging.manifest.entries.end()) {
+      ::unlink(blank.c_str());
+    } else if (::rename(blank.c_str(), (staging.files() / first->first).c_str()) != 0) {
+      throw std::system_error(errno, std::generic_category(), "rename");
+    }
+    write_entries(staging.files(), reply, staging.manifest, {},
+                  [this](const fs::path& p) { give_to_mount_owner(p); });
+    fill_file(staging.dir / "manifest", encode_manifest(staging.manifest));
+    staging.owner_known = true;
+    staging.owner = reply.info().owner();
+    staging.owner_epoch = reply.info().epoch();
+    save_owner(staging);
+  } catch (const std::exception& e) {
+    unsubscribe_unless_held();
+    // what() of a filesystem error names paths, which name the session.
+    const auto* sys = dynamic_cast<const std::system_error*>(&e);
+    spdlog::error("writing a fetched session into the cache failed: {}",
+                  sys ? sys->code().message() : std::string("internal error"));
+    spdlog::debug("session {}: {}", id, e.what());
+    throw Errno{EIO};
+  }
+  auto s = std::make_shared<Session>(id, root_ / "sessions" / id);
+  s->manifest = std::move(staging.manifest);
   s->owner_known = true;
-  s->owner = reply.info().owner();
-  s->owner_epoch = reply.info().epoch();
-  save_owner(*s);
+  s->owner = staging.owner;
+  s->owner_epoch = staging.owner_epoch;
+  std::lock_guard lock(mu_);
+  if (auto it = sessions_.find(id); it != sessions_.end()) return it->second;
+  fs::rename(tmp.path, s->dir);
+  tmp.kept = true;
   sessions_.emplace(id, s);
   // Events that arrived before the emplace found no session and were dropped:
-  // ask once whether a newer version landed meanwhile.
+  // ask once whether a newer version landed meanwhile. Not urgent: that window
+  // is a fraction of a millisecond, and an urgent check would snapshot the
+  // session (exclusive tree lock) while the lookup's caller starts reading it.
   s->check_remote = true;
-  queue_.urgent(id);
+  queue_.changed(id);
   return s;
 }
 
@@ -741,36 +884,9 @@ TouchedPaths SessionCache::apply(Session& s, const wire::FetchReply& reply, cons
       touched.push_back(it->first);
     }
   }
-  std::vector<const wire::FileEntry*> files;
-  for (const auto& f : reply.files()) {
-    if (target.entries.contains(f.path())) files.push_back(&f);
-  }
-  std::sort(files.begin(), files.end(), [](auto* a, auto* b) { return a->path() < b->path(); });
-  for (const auto* f : files) {
-    const ManifestEntry& want = target.entries.at(f->path());
-    auto have = local.find(f->path());
-    if (have != local.end() && have->second.entry == want) continue;
-    const fs::path p = base / f->path();
-    switch (f->kind()) {
-      case wire::DIRECTORY:
-        if (::mkdir(p.c_str(), want.mode) != 0 && errno != EEXIST) {
-          throw std::system_error(errno, std::generic_category(), "mkdir");
-        }
-        ::chmod(p.c_str(), want.mode);
-        break;
-      case wire::SYMLINK: {
-        std::error_code ec;
-        fs::remove(p, ec);
-        fs::create_symlink(f->content(), p);
-        break;
-      }
-      default:
-        write_in_place(p, f->content(), want.mode);
-        break;
-    }
-    give_to_mount_owner(p);
-    touched.push_back(f->path());
-  }
+  const TouchedPaths written = write_entries(base, reply, target, local,
+                                             [this](const fs::path& p) { give_to_mount_owner(p); });
+  touched.insert(touched.end(), written.begin(), written.end());
   target.applying = false;
   write_manifest(s, target);
   {

@@ -201,6 +201,7 @@ class SessionCache {
   void quarantine(const std::string& id, const Snapshot& snap, const std::string& reason);
   void write_manifest(const Session& s, const Manifest& m);
   void give_to_mount_owner(const std::filesystem::path& p) const;
+  void prepare_staging(const Session& staging) const;  // get_or_fetch
   void set_error(Session& s, const std::string& e);
   void forget(const std::string& id, bool remove_files);
 
@@ -230,6 +231,8 @@ class SessionCache {
   std::string last_error_;
   std::map<std::string, OwnerNote> owner_notes_;  // guarded by mu_
   std::map<std::string, DrainNote> drain_notes_;  // guarded by mu_
+  // A prepared staging dir a failed fetch did not use; guarded by mu_.
+  std::filesystem::path spare_staging_;
 };
 
 }  // namespace cookiefs::mount

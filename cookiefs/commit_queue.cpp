@@ -40,18 +40,25 @@ void CommitQueue::stop() {
 
 void CommitQueue::changed(const std::string& id) {
   const auto now = Clock::now();
+  bool earlier;
   {
     std::lock_guard lock(mu_);
     auto [it, fresh] = entries_.try_emplace(id);
     Entry& e = it->second;
-    if (fresh || (!e.in_flight && e.first_change == Clock::time_point{})) e.first_change = now;
+    earlier = fresh || (!e.in_flight && e.first_change == Clock::time_point{});
+    if (earlier) e.first_change = now;
     if (e.in_flight) {
       if (!e.again) e.first_change = now;
       e.again = true;
     }
     e.last_change = now;
   }
-  wake_.notify_one();
+  // A change to a session already waiting only moves its due time later (the
+  // waiting worker finds that out when it wakes), and one in flight is looked
+  // at again when its run ends: only a newly pending session needs a worker
+  // now. This runs on every write; a futex wake each time costs the engine
+  // a context switch.
+  if (earlier) wake_.notify_one();
 }
 
 void CommitQueue::urgent(const std::string& id) {

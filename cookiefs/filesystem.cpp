@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "names.hpp"
 
@@ -16,7 +17,86 @@
 namespace cookiefs::mount {
 
 Filesystem::Filesystem(const MountConfig& c, SessionCache& s, StorageClient& cl, Metrics* m)
-    : cfg(c), inodes(StatusFiles::names()), sessions(s), client(cl), metrics(m) {}
+    : cfg(c),
+      inodes(StatusFiles::names()),
+      sessions(s),
+      client(cl),
+      metrics(m),
+      writeback(c.writeback_cache) {}
+
+bool Filesystem::flush_kernel_pages(Session& s) {
+  if (!writeback || !se || !serving) return true;
+  // Opening the mount root costs an OPENDIR and a RELEASEDIR; holding it open
+  // for the daemon's life would make the mount busy for umount.
+  const int root = ::open(cfg.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return false;
+  bool ok = true;
+  for (fuse_ino_t node : inodes.of_session(&s)) {
+    // The kernel's handle of a FUSE inode: node id (high, low word) and
+    // generation (always 0 here); FILEID_INO64_GEN.
+    struct {
+      file_handle h;
+      std::uint32_t raw[3];
+    } handle{};
+    handle.h.handle_bytes = sizeof handle.raw;
+    handle.h.handle_type = 0x81;
+    const std::uint64_t id = node;
+    handle.raw[0] = static_cast<std::uint32_t>(id >> 32);
+    handle.raw[1] = static_cast<std::uint32_t>(id);
+    const int fd = ::open_by_handle_at(root, &handle.h, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      // Not in the kernel's inode cache (nothing dirty), a symlink or a
+      // directory: nothing to write back.
+      if (errno == EPERM || errno == ENOSYS) ok = false;
+      continue;
+    }
+    if (::sync_file_range(fd, 0, 0,
+                          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                              SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
+        errno != ESPIPE) {
+      ok = false;
+    }
+    ::close(fd);
+  }
+  ::close(root);
+  return ok;
+}
+
+void Filesystem::background(std::function<void()> work) {
+  {
+    std::lock_guard lock(background_mu_);
+    ++background_jobs_;
+  }
+  std::thread([this, work = std::move(work)] {
+    work();
+    std::lock_guard lock(background_mu_);
+    if (--background_jobs_ == 0) background_cv_.notify_all();
+  }).detach();
+}
+
+void Filesystem::wait_background() {
+  std::unique_lock lock(background_mu_);
+  background_cv_.wait(lock, [&] { return background_jobs_ == 0; });
+}
+
+void reply_when_synced(fuse_req_t req, Op op, Inode& i) {
+  Filesystem& fs = fs_of(req);
+  if (!i.session) return void(fuse_reply_err(req, 0));
+  auto reply = [req, op, &fs, session = i.session] {
+    int err = 0;
+    try {
+      fs.sessions.sync(*session);
+    } catch (const Errno& e) {
+      err = e.code;
+    } catch (const std::exception& e) {
+      log_unexpected(op, e);
+      err = EIO;
+    }
+    fuse_reply_err(req, err);
+  };
+  if (fs.writeback) return fs.background(std::move(reply));
+  reply();
+}
 
 void log_unexpected(Op op, const std::exception& e) {
   spdlog::error("{}: unexpected failure answered EIO: {}", op_name(op), e.what());
@@ -34,7 +114,9 @@ struct stat stat_of(Filesystem& fs, Inode& i) {
   if (i.kind == NodeKind::status_file) {
     st.st_mode = S_IFREG | 0444;
     st.st_nlink = 1;
-    st.st_size = 0;  // generated on open and served direct_io
+    // Write-through: generated on open and served direct_io; writeback:
+    // rendered at lookup into a transient inode.
+    st.st_size = static_cast<off_t>(i.status_text.size());
   } else if (i.kind == NodeKind::root) {
     if (fs.cfg.root_uid >= 0) st.st_uid = static_cast<uid_t>(fs.cfg.root_uid);
     if (fs.cfg.root_gid >= 0) st.st_gid = static_cast<gid_t>(fs.cfg.root_gid);

@@ -13,7 +13,10 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -36,6 +39,29 @@ struct Filesystem {
   StorageClient& client;
   Metrics* metrics;  // may be null (tests)
   fuse_session* se = nullptr;
+  // fuse.writeback_cache: the kernel caches writes and attributes, there are
+  // no per-open handles (open and flush answer ENOSYS once), and a snapshot
+  // first forces the session's dirty pages back (flush_kernel_pages).
+  const bool writeback;
+  // While the FUSE loop runs (flush_kernel_pages would wait forever after).
+  std::atomic<bool> serving{false};
+
+  // Makes the kernel write back every dirty page of `s`'s files and waits
+  // for it (open_by_handle_at + sync_file_range through the mount, so no
+  // request but the WRITEs themselves). Call with no session lock held: the
+  // WRITEs are served by other workers. Returns false when the mount could
+  // not be reached (then nothing is known to be written back).
+  bool flush_kernel_pages(Session& s);
+
+  // Runs `work` on a thread of its own (replies that wait for a commit).
+  void background(std::function<void()> work);
+  // Waits until every background() job has ended (shutdown).
+  void wait_background();
+
+ private:
+  std::mutex background_mu_;
+  std::condition_variable background_cv_;
+  int background_jobs_ = 0;
 };
 
 inline Filesystem& fs_of(fuse_req_t req) {
@@ -99,6 +125,12 @@ class Mutation {
   std::shared_lock<std::shared_mutex> lock_;
   bool done_ = false;
 };
+
+// fsync/fsyncdir: replies once PostgreSQL has every change of `i`'s session
+// made so far (at once outside sessions). With the writeback cache the wait
+// runs on a background thread: the commit first forces dirty pages back,
+// and those WRITEs need the workers this request would otherwise hold.
+void reply_when_synced(fuse_req_t req, Op op, Inode& i);
 
 // Attributes of any inode. Throws Errno.
 struct stat stat_of(Filesystem& fs, Inode& i);

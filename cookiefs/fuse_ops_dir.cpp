@@ -153,12 +153,8 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
-  serve(req, Op::fsyncdir, [&] {
-    Filesystem& fs = fs_of(req);
-    Inode& i = fs.inodes.get(ino);
-    if (i.session) fs.sessions.sync(*i.session);
-    fuse_reply_err(req, 0);
-  });
+  serve(req, Op::fsyncdir,
+        [&] { reply_when_synced(req, Op::fsyncdir, fs_of(req).inodes.get(ino)); });
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // FUSE handlers for names and attributes: lookup, forget, getattr, setattr,
-// readlink, symlink, unlink, rename, statfs; mknod and link are refused.
+// readlink, mknod (regular files), symlink, unlink, rename, statfs; link is
+// refused.
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
@@ -40,7 +41,16 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
           throw;
         }
       case NodeKind::status_dir:
-        if (Inode* f = fs.inodes.status_file(name)) return reply_virtual_entry(req, fs, *f);
+        if (Inode* f = fs.inodes.status_file(name)) {
+          if (!fs.writeback) return reply_virtual_entry(req, fs, *f);
+          // No opens to render at: render now, into an inode of its own.
+          Inode& t = fs.inodes.transient_status(name, StatusFiles::render(fs, name));
+          fuse_entry_param e{};
+          e.ino = InodeTable::node_id(t);
+          e.attr = stat_of(fs, t);
+          if (fuse_reply_entry(req, &e) == -ENOENT) fs.inodes.forget(e.ino, 1);
+          return;
+        }
         throw Errno{ENOENT};
       case NodeKind::status_file:
         throw Errno{ENOTDIR};
@@ -84,7 +94,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
     if (!i.is_real()) throw Errno{EPERM};
     Mutation m(fs, *i.session);
     const std::string proc = i.proc_path();
-    const bool have_fd = fi != nullptr;
+    const bool have_fd = fi != nullptr && !fs.writeback;  // writeback: no handles of ours
     if (valid & FUSE_SET_ATTR_MODE) {
       check(have_fd ? ::fchmod(fi->fh, attr->st_mode) : ::chmod(proc.c_str(), attr->st_mode));
       m.done();
@@ -141,9 +151,22 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-// Jars never need hard links, devices, fifos or sockets.
-void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
-  serve(req, Op::mknod, [&] { throw Errno{EPERM}; });
+// Regular files only (the writeback-cache mount has no create: the kernel
+// then makes files with mknod and opens them without a request). Jars never
+// need devices, fifos or sockets.
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+  serve(req, Op::mknod, [&] {
+    if (!S_ISREG(mode)) throw Errno{EPERM};
+    Filesystem& fs = fs_of(req);
+    Inode& p = writable_dir(fs, parent);
+    check_new_name(fs, p, name);
+    Mutation m(fs, *p.session);
+    ::close(check(::openat(p.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777)));
+    m.done();
+    give_to_caller(req, p.fd, name);
+    const int fd = check(::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    reply_real_entry(req, fs, fd, NodeKind::entry, p.session, p.depth + 1);
+  });
 }
 
 void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {

@@ -1,7 +1,11 @@
 // FUSE handlers for file contents: create, open, read, write, flush, release,
-// fsync. Files are served write-through from their cache files: every write
-// is in the cache file when the syscall returns, so a snapshot taken under the
-// session's exclusive lock is one instant of the application's view.
+// fsync. Write-through (fuse.writeback_cache: false): every write is in the
+// cache file when the syscall returns, so a snapshot taken under the session's
+// exclusive lock is one instant of the application's view. Writeback cache
+// (the default): the kernel holds writes in its page cache and sends them
+// late; a snapshot first forces them back and is taken only if nothing
+// changed while it did (SessionCache::commit), which again makes it one
+// instant of the application's view.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -69,6 +73,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   serve(req, Op::open, [&] {
     Filesystem& fs = fs_of(req);
     Inode& i = fs.inodes.get(ino);
+    // Writeback cache: the kernel needs no handle of ours (reads and
+    // write-backs use the inode's own descriptor, remote changes invalidate
+    // explicitly), and ENOSYS makes it stop asking: an open or close of a
+    // cached file then costs no request at all.
+    if (fs.writeback) throw Errno{ENOSYS};
     if (i.kind == NodeKind::status_file) {
       if ((fi->flags & O_ACCMODE) != O_RDONLY) throw Errno{EACCES};
       auto* text = new std::string(StatusFiles::render(fs, i.status_name));
@@ -102,7 +111,8 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     Filesystem& fs = fs_of(req);
     Inode& i = fs.inodes.get(ino);
     if (i.kind == NodeKind::status_file) {
-      const auto* text = reinterpret_cast<const std::string*>(fi->fh);
+      const auto* text =
+          i.transient ? &i.status_text : reinterpret_cast<const std::string*>(fi->fh);
       if (static_cast<std::size_t>(off) >= text->size())
         return void(fuse_reply_buf(req, nullptr, 0));
       fuse_reply_buf(req, text->data() + off, std::min(size, text->size() - off));
@@ -114,7 +124,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     if (i.session) tree = std::shared_lock(i.session->tree_lock);
     fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    buf.buf[0].fd = static_cast<int>(fi->fh);
+    buf.buf[0].fd = fs.writeback ? check(i.io()) : static_cast<int>(fi->fh);
     buf.buf[0].pos = off;
     fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
   });
@@ -127,11 +137,12 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
     Inode& i = fs.inodes.get(ino);
     if (!i.is_real()) throw Errno{EBADF};
     Session& s = *i.session;
-    const int fd = static_cast<int>(fi->fh);
+    // Writeback: the kernel placed O_APPEND data itself; the offset is final.
+    const int fd = fs.writeback ? check(i.io()) : static_cast<int>(fi->fh);
     Mutation m(fs, s);
     struct stat st;
     check(::fstat(fd, &st));
-    const off_t start = (fi->flags & O_APPEND) ? st.st_size : off;
+    const off_t start = (!fs.writeback && (fi->flags & O_APPEND)) ? st.st_size : off;
     const auto end = static_cast<std::uint64_t>(start) + size;
     if (end > fs.cfg.max_file_bytes.bytes) throw Errno{EFBIG};
     const auto growth = static_cast<std::int64_t>(end) - st.st_size;
@@ -148,13 +159,21 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-  serve(req, Op::flush, [&] { fuse_reply_err(req, 0); });
+  serve(req, Op::flush, [&] {
+    // Writeback: close already wrote the file's pages back; a snapshot is
+    // taken only after forcing the rest (flush_kernel_pages), so a FLUSH
+    // tells nothing and ENOSYS stops the kernel from sending it.
+    if (fs_of(req).writeback) throw Errno{ENOSYS};
+    fuse_reply_err(req, 0);
+  });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   serve(req, Op::release, [&] {
     Inode& i = fs_of(req).inodes.get(ino);
-    if (i.kind == NodeKind::status_file) {
+    if (fs_of(req).writeback) {
+      // No handles of ours (open answers ENOSYS).
+    } else if (i.kind == NodeKind::status_file) {
       delete reinterpret_cast<std::string*>(fi->fh);
     } else {
       ::close(static_cast<int>(fi->fh));
@@ -163,14 +182,8 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-// Returns once PostgreSQL has every change of the session made so far.
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
-  serve(req, Op::fsync, [&] {
-    Filesystem& fs = fs_of(req);
-    Inode& i = fs.inodes.get(ino);
-    if (i.session) fs.sessions.sync(*i.session);
-    fuse_reply_err(req, 0);
-  });
+  serve(req, Op::fsync, [&] { reply_when_synced(req, Op::fsync, fs_of(req).inodes.get(ino)); });
 }
 
 }  // namespace

@@ -1,12 +1,31 @@
 // Inode bookkeeping; see inode_table.hpp.
 #include "inode_table.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 namespace cookiefs::mount {
 
 Inode::~Inode() {
   if (fd >= 0) ::close(fd);
+  if (const int io = io_fd.load(); io >= 0) ::close(io);
+}
+
+int Inode::io() {
+  int have = io_fd.load(std::memory_order_acquire);
+  if (have >= 0 || fd < 0) return fd < 0 ? -1 : have;
+  const std::string path = proc_path();
+  // No O_NOFOLLOW: /proc/self/fd/N is itself a link (to the backing file).
+  int opened = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (opened < 0 && (errno == EACCES || errno == EPERM)) {
+    opened = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  if (opened < 0) return -1;
+  if (!io_fd.compare_exchange_strong(have, opened)) {
+    ::close(opened);  // another thread was first
+    return have;
+  }
+  return opened;
 }
 
 InodeTable::InodeTable(std::vector<std::string> status_names)
@@ -44,17 +63,44 @@ Inode& InodeTable::remember(int fd, const struct stat& st, NodeKind kind,
 
 void InodeTable::forget(fuse_ino_t node, std::uint64_t n) {
   Inode& i = get(node);
-  if (!i.is_real()) return;
+  if (!i.is_real() && !i.transient) return;
   std::unique_ptr<Inode> dead;  // closed after the lock is dropped
   std::lock_guard lock(mu_);
   i.nlookup = i.nlookup > n ? i.nlookup - n : 0;
   if (i.nlookup == 0) {
+    if (auto d = detached_.find(&i); d != detached_.end()) {
+      dead = std::move(d->second);
+      detached_.erase(d);
+      return;
+    }
     auto it = inodes_.find({i.dev, i.ino});
     if (it != inodes_.end() && it->second.get() == &i) {
       dead = std::move(it->second);
       inodes_.erase(it);
     }
   }
+}
+
+Inode& InodeTable::transient_status(const std::string& name, std::string text) {
+  std::lock_guard lock(mu_);
+  // Inode numbers above the fixed virtual ones and apart from backing files.
+  auto i = std::make_unique<Inode>(NodeKind::status_file, -1, 0, (1ull << 40) + next_transient_++);
+  i->status_name = name;
+  i->status_text = std::move(text);
+  i->transient = true;
+  i->nlookup = 1;
+  Inode& out = *i;
+  detached_.emplace(&out, std::move(i));
+  return out;
+}
+
+void InodeTable::retire(Inode& i) {
+  if (!i.is_real()) return;
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find({i.dev, i.ino});
+  if (it == inodes_.end() || it->second.get() != &i) return;  // retired already
+  detached_.emplace(&i, std::move(it->second));
+  inodes_.erase(it);
 }
 
 fuse_ino_t InodeTable::find(dev_t dev, ino_t ino) {

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -41,12 +42,23 @@ struct Inode {
   const int fd;  // O_PATH; -1 for virtual inodes
   const dev_t dev;
   const ino_t ino;
+  std::atomic<int> io_fd{-1};
   std::shared_ptr<Session> session;  // null for virtual inodes
   int depth = 0;                     // path components below the session root
   std::string status_name;           // status files only
-  std::uint64_t nlookup = 0;         // guarded by the table's mutex
+  // Status files of a writeback-cache mount: rendered at lookup into an inode
+  // of their own (the kernel keeps a regular file's size, so each lookup must
+  // be a new inode), freed at forget.
+  std::string status_text;
+  bool transient = false;
+  std::uint64_t nlookup = 0;  // guarded by the table's mutex
 
   bool is_real() const { return fd >= 0; }
+  // A read-write descriptor of the backing file for the kernel's page-cache
+  // reads and write-backs (writeback-cache mounts have no per-open handles),
+  // opened on first use and kept until the inode is dropped. -1 with errno
+  // when the backing file cannot be opened.
+  int io();
   // "/proc/self/fd/N": reopens the O_PATH descriptor with real access modes.
   std::string proc_path() const { return "/proc/self/fd/" + std::to_string(fd); }
 };
@@ -71,6 +83,13 @@ class InodeTable {
   Inode& remember(int fd, const struct stat& st, NodeKind kind, std::shared_ptr<Session> session,
                   int depth);
   void forget(fuse_ino_t node, std::uint64_t n);
+  // A status file rendered now, with one lookup (see Inode::status_text).
+  Inode& transient_status(const std::string& name, std::string text);
+  // The next lookup of `i`'s backing file gets a new inode (and node id):
+  // the kernel trusts its own size of a writeback-cached file, so a file
+  // rewritten behind its back must come back as a new inode. `i` lives on
+  // until the kernel forgets it.
+  void retire(Inode& i);
 
   // Node id of a cached inode, or 0.
   fuse_ino_t find(dev_t dev, ino_t ino);
@@ -81,6 +100,9 @@ class InodeTable {
  private:
   std::mutex mu_;
   std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>> inodes_;
+  // Retired and transient inodes, until forgotten.
+  std::map<const Inode*, std::unique_ptr<Inode>> detached_;
+  ino_t next_transient_ = 1;
   std::vector<std::string> status_names_;
   Inode root_{NodeKind::root, -1, 0, 1};
   Inode status_dir_{NodeKind::status_dir, -1, 0, 2};

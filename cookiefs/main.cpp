@@ -15,7 +15,9 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <atomic>
 #include <condition_variable>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -108,10 +110,52 @@ std::string prepare_mountpoint(const std::string& given) {
   return real;
 }
 
-void op_init(void*, fuse_conn_info* conn) {
-  // Write-through keeps snapshots crash-consistent (see DESIGN.md).
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+void op_init(void* userdata, fuse_conn_info* conn) {
+  const auto& fs = *static_cast<const Filesystem*>(userdata);
+  // Snapshots stay crash-consistent either way (see DESIGN.md): write-through
+  // by construction, writeback because each snapshot forces the dirty pages
+  // back first (SessionCache::snapshot_at_rest).
+  if (fs.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+    conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  } else {
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  }
+  // Atomic O_TRUNC hands the truncation to OPEN, which a writeback mount
+  // never receives (ENOSYS): the kernel would drop its pages and the backing
+  // file would keep its old bytes. Without it the kernel sends a SETATTR.
+  if (!fs.writeback && (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)) {
+    conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  } else {
+    conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  }
+}
+
+// Opens and closes the mount root: an OPENDIR a worker has to answer.
+void poke(const std::string& mountpoint) {
+  if (const int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
+    ::close(fd);
+  }
+}
+
+// Waits for a termination signal and stops the loop. With the writeback
+// cache the kernel may still hold dirty pages, and unmounting closes the
+// connection first (they would be lost): while the loop still serves, a
+// syncfs of the whole mount writes them back.
+void stop_on_signal(const sigset_t& termination, fuse_session* se, const MountConfig& cfg,
+                    const std::atomic<bool>& loop_done) {
+  int sig = 0;
+  ::sigwait(&termination, &sig);
+  if (loop_done) return;
+  spdlog::info("stopping on signal {}", sig);
+  if (cfg.writeback_cache) {
+    if (const int root = ::open(cfg.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        root >= 0) {
+      if (::syncfs(root) != 0) spdlog::warn("stopping: syncfs of the mount failed");
+      ::close(root);
+    }
+  }
+  fuse_session_exit(se);
+  poke(cfg.mountpoint);  // wakes a worker blocked in read(), which then sees the exit
 }
 
 // Publishes gauges that are cheaper to sample than to maintain.
@@ -222,6 +266,9 @@ int run(int argc, char** argv) {
   add_dir_ops(ops);
   add_xattr_ops(ops);
   ops.init = op_init;
+  // Without create the kernel makes files with mknod and opens them without
+  // a request (open answers ENOSYS), so no release follows either.
+  if (cfg.writeback_cache) ops.create = nullptr;
   std::string options = "default_permissions,fsname=cookiefs,subtype=cookiefs";
   if (cfg.allow_other) options += ",allow_other";
   std::vector<std::string> fuse_argv_s = {"cookiefs", "-o", options};
@@ -239,7 +286,10 @@ int run(int argc, char** argv) {
     return kExitRuntime;
   }
   fs.se = se;
-  if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, mountpoint.c_str()) != 0) {
+  // Termination signals are taken by stop_on_signal (sigwait), not by
+  // libfuse's handlers: the stop must write dirty pages back while serving.
+  std::signal(SIGPIPE, SIG_IGN);
+  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
     std::cerr << "cookiefs: mounting failed\n";
     fuse_session_destroy(se);
     return kExitRuntime;
@@ -268,12 +318,12 @@ int run(int argc, char** argv) {
     spdlog::debug("open-file limit: {}", nofile.rlim_cur);
   }
 
-  // Our own threads must not take the termination signals: libfuse's handler
-  // only wakes the loop when it runs on a FUSE worker (its read() is interrupted).
-  sigset_t termination, previous;
+  // Every thread blocks the termination signals; stop_on_signal takes them
+  // with sigwait once the loop runs.
+  sigset_t termination;
   sigemptyset(&termination);
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&termination, sig);
-  pthread_sigmask(SIG_BLOCK, &termination, &previous);
+  pthread_sigmask(SIG_BLOCK, &termination, nullptr);
   std::unique_ptr<Metrics> metrics;
   try {
     metrics = std::make_unique<Metrics>(cfg.metrics_listen);
@@ -302,6 +352,9 @@ int run(int argc, char** argv) {
     return kExitRuntime;
   }
   fs.metrics = metrics.get();
+  if (cfg.writeback_cache) {
+    sessions.before_snapshot = [&fs](Session& s) { return fs.flush_kernel_pages(s); };
+  }
   sessions.on_commit = [m = metrics.get()](const char* result, double s) { m->commit(result, s); };
   metrics->set_readiness([&client] {
     return client.connected() ? Readiness::yes() : Readiness::no("storage service unreachable");
@@ -311,22 +364,31 @@ int run(int argc, char** argv) {
   sessions.recover();
   spdlog::info("cookiefs {} serving (engine {}, affinity {}, {} cached sessions)", COOKIEFS_VERSION,
                cfg.engine_id, cfg.affinity, sessions.list().size());
+  std::atomic<bool> loop_done{false};
+  std::thread stopper([&] { stop_on_signal(termination, se, cfg, loop_done); });
   int rc;
   {
     Sampler sampler(*metrics, sessions, queue);
-    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     fuse_loop_config* loop = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(cfg.fuse_threads));
+    fs.serving = true;
     rc = fuse_session_loop_mt(se, loop);
+    fs.serving = false;
     fuse_loop_cfg_destroy(loop);
+    loop_done = true;
   }
   spdlog::info("stopping: unmounting and committing what is pending");
-  fuse_remove_signal_handlers(se);
   control.stop();
   fuse_session_unmount(se);
+  // After the unmount: the poke's OPENDIR is read by the exiting loop but
+  // never answered, and only the closed connection ends it. Unmounted from
+  // outside, the stopper still waits for its signal.
+  pthread_kill(stopper.native_handle(), SIGTERM);
+  stopper.join();
   const bool drained = queue.drain(kStopGrace);
   queue.stop();
   client.stop();
+  fs.wait_background();
   fs.se = nullptr;
   fuse_session_destroy(se);
   if (!drained) {

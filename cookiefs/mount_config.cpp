@@ -38,7 +38,8 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
         "kernel cache of missing session ids at the root", {.min = 0, .max = 3600000});
   s.add("fuse.threads", &c.fuse_threads, "FUSE worker threads", {.min = 1, .max = 256});
   s.add("fuse.writeback_cache", &c.writeback_cache,
-        "kernel writeback cache (not supported yet: snapshots need write-through)");
+        "kernel writeback cache: writes are cached by the kernel and forced back before each "
+        "snapshot (false: write-through, every write is a request)");
   s.add("fuse.allow_other", &c.allow_other, "let other users access the mount");
   s.add("affinity", &c.affinity,
         "strict: only the NM-assigned owner writes; auto: the first writer claims an unowned "
@@ -79,10 +80,6 @@ void check(MountConfig& c) {
   if (!valid_id(c.engine_id)) throw ConfigError("engine_id: not a valid id");
   if (!valid_id(c.namespace_name)) throw ConfigError("namespace: not a valid id");
   if (c.storage.empty()) throw ConfigError("storage: at least one endpoint is required");
-  if (c.writeback_cache) {
-    throw ConfigError(
-        "fuse.writeback_cache: not supported yet (snapshots would not be crash-consistent)");
-  }
   if (c.commit_max_lag < c.commit_delay) {
     throw ConfigError("commit.max_lag: must not be shorter than commit.delay");
   }

@@ -159,6 +159,9 @@ void SessionCache::ensure_writable(Session& s) {
 
 void SessionCache::retire(Session& s, std::uint64_t epoch,
                           std::chrono::steady_clock::time_point until) {
+  // What the kernel still holds of the application's writes belongs to the
+  // retiring epoch: write it back first (later write-backs are refused).
+  if (before_snapshot) before_snapshot(s);
   // Exclusive: every mutation in flight has finished (and counted its change)
   // and every later one sees the flag.
   std::unique_lock tree(s.tree_lock);

@@ -13,6 +13,7 @@
 #include <future>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include "names.hpp"
@@ -588,13 +589,40 @@ bool SessionCache::resend_unsettled(Session& s) {
   }
 }
 
+bool SessionCache::snapshot_at_rest(Session& s, Snapshot& snap, std::uint64_t& gen) {
+  // The kernel's dirty pages reach the cache files late and in any order, so
+  // the files are one instant of the application's view only when none is
+  // left: force them back, note the change count, force again, and take the
+  // snapshot if nothing changed meanwhile (nothing was dirty after the first
+  // pass, so the files hold what the application saw then). A session that
+  // keeps changing is tried again; the application's next pause lets it pass.
+  constexpr int kAttempts = 50;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::uint64_t quiet = 0;
+    if (before_snapshot) {
+      before_snapshot(s);
+      quiet = s.change_gen;
+      before_snapshot(s);
+    }
+    std::unique_lock tree(s.tree_lock);
+    if (before_snapshot && s.change_gen != quiet) {
+      tree.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(100 * attempt));
+      continue;
+    }
+    gen = s.change_gen;
+    snap = take_snapshot(s);
+    return true;
+  }
+  return false;
+}
+
 bool SessionCache::commit(Session& s) {
   Snapshot snap;
   std::uint64_t gen;
-  {
-    std::unique_lock tree(s.tree_lock);
-    gen = s.change_gen;
-    snap = take_snapshot(s);
+  if (!snapshot_at_rest(s, snap, gen)) {
+    spdlog::debug("session {} kept changing while its dirty pages were written back", s.id);
+    return false;  // retried by the queue
   }
   Manifest base;
   bool local_create, may_write;

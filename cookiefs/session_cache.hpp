@@ -175,6 +175,11 @@ class SessionCache {
   // Called after a session vanished (remote delete), with no lock held.
   std::function<void(const std::string& id)> on_vanished;
 
+  // Writeback cache: forces the kernel's dirty pages of a session back into
+  // its cache files (Filesystem::flush_kernel_pages); called with no lock
+  // held. Unset for write-through mounts.
+  std::function<bool(Session&)> before_snapshot;
+
   // Called after each commit attempt with "ok", "failed" or "rejected".
   std::function<void(const char* result, double seconds)> on_commit;
 
@@ -185,6 +190,9 @@ class SessionCache {
  private:
   std::shared_ptr<Session> load(const std::string& id);
   Snapshot take_snapshot(Session& s);  // tree_lock held exclusive by the caller
+  // A snapshot that is one instant of the application's view (see
+  // before_snapshot); false when the session kept changing.
+  bool snapshot_at_rest(Session& s, Snapshot& snap, std::uint64_t& gen);
   bool commit(Session& s);
   bool adopt(Session& s, const std::string& reason, bool force = false);
   // The remote is ahead of our manifest at our own epoch and we own it: the

@@ -134,11 +134,12 @@ static double seconds(std::chrono::milliseconds ms) {
 }
 
 void reply_real_entry(fuse_req_t req, Filesystem& fs, int fd, NodeKind kind,
-                      std::shared_ptr<Session> session, int depth) {
+                      std::shared_ptr<Session> session, int depth, int io) {
   struct stat st;
   if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     const int err = errno;
     ::close(fd);
+    if (io >= 0) ::close(io);
     throw Errno{err};
   }
   Inode& i = fs.inodes.remember(fd, st, kind, std::move(session), depth);
@@ -147,6 +148,10 @@ void reply_real_entry(fuse_req_t req, Filesystem& fs, int fd, NodeKind kind,
   e.attr = st;
   e.attr_timeout = seconds(fs.cfg.attr_timeout);
   e.entry_timeout = seconds(fs.cfg.entry_timeout);
+  if (io >= 0) {
+    int none = -1;  // before the reply: a FORGET may follow it at once
+    if (!i.io_fd.compare_exchange_strong(none, io)) ::close(io);
+  }
   if (fuse_reply_entry(req, &e) == -ENOENT) {
     fs.inodes.forget(e.ino, 1);  // interrupted: the kernel never saw the lookup
   }

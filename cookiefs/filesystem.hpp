@@ -135,8 +135,10 @@ void reply_when_synced(fuse_req_t req, Op op, Inode& i);
 // Attributes of any inode. Throws Errno.
 struct stat stat_of(Filesystem& fs, Inode& i);
 // Replies with the entry of a real inode just opened as `fd` (O_PATH).
+// `io`, when given, is a read-write descriptor of the same file for Inode::io
+// (taken over).
 void reply_real_entry(fuse_req_t req, Filesystem& fs, int fd, NodeKind kind,
-                      std::shared_ptr<Session> session, int depth);
+                      std::shared_ptr<Session> session, int depth, int io = -1);
 void reply_virtual_entry(fuse_req_t req, Filesystem& fs, Inode& i);
 void reply_negative(fuse_req_t req, Filesystem& fs);
 // A missing session id at the root (cache.negative_session_timeout).

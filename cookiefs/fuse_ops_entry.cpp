@@ -94,9 +94,13 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
     if (!i.is_real()) throw Errno{EPERM};
     Mutation m(fs, *i.session);
     const std::string proc = i.proc_path();
-    const bool have_fd = fi != nullptr && !fs.writeback;  // writeback: no handles of ours
+    // Writeback: no handles of ours, but the inode's own descriptor spares
+    // a path walk through /proc for each change.
+    int fd = fi != nullptr && !fs.writeback ? static_cast<int>(fi->fh) : -1;
+    if (fd < 0 && fs.writeback && i.kind == NodeKind::entry) fd = i.io();
+    const bool have_fd = fd >= 0;
     if (valid & FUSE_SET_ATTR_MODE) {
-      check(have_fd ? ::fchmod(fi->fh, attr->st_mode) : ::chmod(proc.c_str(), attr->st_mode));
+      check(have_fd ? ::fchmod(fd, attr->st_mode) : ::chmod(proc.c_str(), attr->st_mode));
       m.done();
     }
     if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
@@ -115,7 +119,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
           i.session->bytes + growth > static_cast<std::int64_t>(fs.cfg.max_session_bytes.bytes)) {
         throw Errno{EDQUOT};
       }
-      check(have_fd ? ::ftruncate(fi->fh, size) : ::truncate(proc.c_str(), size));
+      check(have_fd ? ::ftruncate(fd, size) : ::truncate(proc.c_str(), size));
       i.session->bytes += growth;
       m.done();
     }
@@ -132,7 +136,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
       } else if (valid & FUSE_SET_ATTR_MTIME) {
         tv[1] = attr->st_mtim;
       }
-      check(have_fd ? ::futimens(fi->fh, tv) : ::utimensat(AT_FDCWD, proc.c_str(), tv, 0));
+      check(have_fd ? ::futimens(fd, tv) : ::utimensat(AT_FDCWD, proc.c_str(), tv, 0));
     }
     const struct stat st = stat_of(fs, i);
     fuse_reply_attr(req, &st, fs.cfg.attr_timeout.count() / 1000.0);
@@ -161,11 +165,17 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     Inode& p = writable_dir(fs, parent);
     check_new_name(fs, p, name);
     Mutation m(fs, *p.session);
-    ::close(check(::openat(p.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777)));
+    const int io = check(::openat(p.fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777));
     m.done();
     give_to_caller(req, p.fd, name);
-    const int fd = check(::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    reply_real_entry(req, fs, fd, NodeKind::entry, p.session, p.depth + 1);
+    const int fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      ::close(io);
+      throw Errno{err};
+    }
+    // The descriptor just created serves the kernel's write-backs (Inode::io).
+    reply_real_entry(req, fs, fd, NodeKind::entry, p.session, p.depth + 1, io);
   });
 }
 

@@ -117,6 +117,10 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // back first (SessionCache::snapshot_at_rest).
   if (fs.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
     conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    // The kernel keeps mtimes itself and sends each change with a SETATTR
+    // when it writes the inode back; at one-second granularity a file
+    // written many times a second changes (and costs a request) once.
+    conn->time_gran = 1000000000;
   } else {
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   }

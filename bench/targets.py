@@ -319,15 +319,27 @@ class Cookiefs(Target):
     name = "cookiefs"
     cold_note = ("mount B (engine B) reads a session mount A wrote and fsync'ed: "
                  "fetched from the storage service on lookup")
+    views = ("a", "b")
+    extra = ()
 
     def __init__(self, root, stack, cache_root):
         super().__init__(root)
         self.stack, self.cache_root = stack, cache_root
 
     def start(self, teardown):
-        self.dir, self.proc_a, metrics_a = self.stack.mount(teardown, "a", self.cache_root)
-        self.reader_dir, self.proc_b, metrics_b = self.stack.mount(teardown, "b", self.cache_root)
+        a, b = self.views
+        self.dir, self.proc_a, metrics_a = self.stack.mount(teardown, a, self.cache_root,
+                                                            self.extra)
+        self.reader_dir, self.proc_b, metrics_b = self.stack.mount(teardown, b, self.cache_root,
+                                                                   self.extra)
         self.metrics = [metrics_a, metrics_b]
+
+
+class CookiefsWriteback(Cookiefs):
+    """The same with fuse.writeback_cache: true (the kernel's writeback cache)."""
+    name = "cookiefs-wb"
+    views = ("wa", "wb")
+    extra = ("--fuse-writeback-cache",)
 
     def failure(self):
         return self.stack.failure()

@@ -26,40 +26,9 @@ Filesystem::Filesystem(const MountConfig& c, SessionCache& s, StorageClient& cl,
 
 bool Filesystem::flush_kernel_pages(Session& s) {
   if (!writeback || !se || !serving) return true;
-  // Opening the mount root costs an OPENDIR and a RELEASEDIR; holding it open
-  // for the daemon's life would make the mount busy for umount.
-  const int root = ::open(cfg.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return false;
-  bool ok = true;
-  for (fuse_ino_t node : inodes.of_session(&s)) {
-    // The kernel's handle of a FUSE inode: node id (high, low word) and
-    // generation (always 0 here); FILEID_INO64_GEN.
-    struct {
-      file_handle h;
-      std::uint32_t raw[3];
-    } handle{};
-    handle.h.handle_bytes = sizeof handle.raw;
-    handle.h.handle_type = 0x81;
-    const std::uint64_t id = node;
-    handle.raw[0] = static_cast<std::uint32_t>(id >> 32);
-    handle.raw[1] = static_cast<std::uint32_t>(id);
-    const int fd = ::open_by_handle_at(root, &handle.h, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-      // Not in the kernel's inode cache (nothing dirty), a symlink or a
-      // directory: nothing to write back.
-      if (errno == EPERM || errno == ENOSYS) ok = false;
-      continue;
-    }
-    if (::sync_file_range(fd, 0, 0,
-                          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                              SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
-        errno != ESPIPE) {
-      ok = false;
-    }
-    ::close(fd);
-  }
-  ::close(root);
-  return ok;
+  if (!flusher) return false;
+  const auto ids = inodes.of_session(&s);
+  return flusher->write_back(std::vector<std::uint64_t>(ids.begin(), ids.end()));
 }
 
 void Filesystem::background(std::function<void()> work) {

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "inode_table.hpp"
+#include "kernel_flusher.hpp"
 #include "metrics.hpp"
 #include "mount_config.hpp"
 #include "session_cache.hpp"
@@ -47,11 +48,12 @@ struct Filesystem {
   std::atomic<bool> serving{false};
 
   // Makes the kernel write back every dirty page of `s`'s files and waits
-  // for it (open_by_handle_at + sync_file_range through the mount, so no
-  // request but the WRITEs themselves). Call with no session lock held: the
-  // WRITEs are served by other workers. Returns false when the mount could
-  // not be reached (then nothing is known to be written back).
+  // for it (KernelFlusher: open_by_handle_at + sync_file_range through the
+  // mount in a child process, so no request but the WRITEs themselves).
+  // Call with no session lock held: the WRITEs are served by the workers.
+  // Returns false when that could not be done.
   bool flush_kernel_pages(Session& s);
+  KernelFlusher* flusher = nullptr;  // set before the loop runs (writeback)
 
   // Runs `work` on a thread of its own (replies that wait for a commit).
   void background(std::function<void()> work);

@@ -150,6 +150,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
         s.bytes + growth > static_cast<std::int64_t>(fs.cfg.max_session_bytes.bytes)) {
       throw Errno{EDQUOT};
     }
+    if (fs.writeback) fs.sessions.note_write_back(s);
     const ssize_t n = ::pwrite(fd, data, size, off);  // O_APPEND on fd appends
     check(static_cast<int>(n));
     if (growth > 0) s.bytes += growth;

@@ -146,17 +146,13 @@ void poke(const std::string& mountpoint) {
 // connection first (they would be lost): while the loop still serves, a
 // syncfs of the whole mount writes them back.
 void stop_on_signal(const sigset_t& termination, fuse_session* se, const MountConfig& cfg,
-                    const std::atomic<bool>& loop_done) {
+                    KernelFlusher& flusher, const std::atomic<bool>& loop_done) {
   int sig = 0;
   ::sigwait(&termination, &sig);
   if (loop_done) return;
   spdlog::info("stopping on signal {}", sig);
-  if (cfg.writeback_cache) {
-    if (const int root = ::open(cfg.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        root >= 0) {
-      if (::syncfs(root) != 0) spdlog::warn("stopping: syncfs of the mount failed");
-      ::close(root);
-    }
+  if (cfg.writeback_cache && !flusher.sync_all()) {
+    spdlog::warn("stopping: writing the kernel's dirty pages back failed");
   }
   fuse_session_exit(se);
   poke(cfg.mountpoint);  // wakes a worker blocked in read(), which then sees the exit
@@ -300,6 +296,19 @@ int run(int argc, char** argv) {
   }
   // Threads do not survive the fork: everything that runs one starts after it.
   fuse_daemonize(cfg.foreground ? 1 : 0);
+  // Forked before any thread of ours starts (see kernel_flusher.hpp).
+  KernelFlusher flusher;
+  if (cfg.writeback_cache) {
+    try {
+      flusher.start(mountpoint);
+      fs.flusher = &flusher;
+    } catch (const std::exception& e) {
+      spdlog::error("cannot start the write-back helper process: {}", e.what());
+      fuse_session_unmount(se);
+      fuse_session_destroy(se);
+      return kExitRuntime;
+    }
+  }
 
   // Every inode the kernel knows holds an O_PATH descriptor (passthrough
   // style), so a host holding thousands of sessions needs more than the
@@ -369,7 +378,7 @@ int run(int argc, char** argv) {
   spdlog::info("cookiefs {} serving (engine {}, affinity {}, {} cached sessions)", COOKIEFS_VERSION,
                cfg.engine_id, cfg.affinity, sessions.list().size());
   std::atomic<bool> loop_done{false};
-  std::thread stopper([&] { stop_on_signal(termination, se, cfg, loop_done); });
+  std::thread stopper([&] { stop_on_signal(termination, se, cfg, flusher, loop_done); });
   int rc;
   {
     Sampler sampler(*metrics, sessions, queue);

@@ -228,10 +228,19 @@ void SessionCache::open() {
   spdlog::info("cache holds {} sessions", sessions_.size());
 }
 
+namespace {
+// The mark of a tree that may be torn (Session::pages_in_flight).
+constexpr const char* kPagesInFlight = "pages-in-flight";
+}  // namespace
+
 std::shared_ptr<Session> SessionCache::load(const std::string& id) {
   auto s = std::make_shared<Session>(id, root_ / "sessions" / id);
   s->manifest = decode_manifest(read_path(s->dir / "manifest"));
   load_owner(*s);
+  if (fs::exists(s->dir / kPagesInFlight)) {
+    s->torn = true;
+    s->pages_in_flight = true;
+  }
   // Unknown until the first snapshot: recovery compares the tree to the manifest.
   s->change_gen = 1;
   return s;
@@ -457,6 +466,19 @@ void SessionCache::forget(const std::string& id, bool remove_files) {
   }
 }
 
+void SessionCache::note_write_back(Session& s) {
+  if (s.pages_in_flight.exchange(true)) return;
+  // Before the bytes land: a crash from here on finds the mark.
+  const int fd =
+      ::open((s.dir / kPagesInFlight).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    s.pages_in_flight = false;
+    spdlog::error("cannot mark a session's pages in flight: {}", std::strerror(errno));
+    throw Errno{EIO};
+  }
+  ::close(fd);
+}
+
 void SessionCache::note_change(Session& s) {
   ++s.change_gen;
   queue_.changed(s.id);
@@ -518,6 +540,7 @@ bool SessionCache::process(const std::string& id) {
   take_notes(*s, std::move(note), std::move(drain));
   std::lock_guard commit_lock(s->commit_mu);
   if (s->deleted) return true;
+  if (s->torn && !revert_torn(*s)) return false;
   if (s->remote_deleted) {
     Snapshot snap;
     {
@@ -612,9 +635,65 @@ bool SessionCache::snapshot_at_rest(Session& s, Snapshot& snap, std::uint64_t& g
     }
     gen = s.change_gen;
     snap = take_snapshot(s);
+    // At rest: the tree is one instant of the application's view again.
+    if (before_snapshot && s.pages_in_flight) {
+      ::unlink((s.dir / kPagesInFlight).c_str());
+      s.pages_in_flight = false;
+    }
     return true;
   }
   return false;
+}
+
+bool SessionCache::revert_torn(Session& s) {
+  Snapshot local;
+  {
+    std::unique_lock tree(s.tree_lock);
+    local = take_snapshot(s);
+  }
+  std::uint64_t version;
+  {
+    std::lock_guard lock(s.state_mu);
+    version = s.manifest.version;
+  }
+  wire::FetchReply reply;
+  if (version > 0) {
+    wire::FetchSession req;
+    req.set_session_id(s.id);
+    try {
+      reply = client_.fetch(req);
+    } catch (const RequestError& e) {
+      if (e.code() != wire::NOT_FOUND) return false;
+      s.remote_deleted = true;  // handled by the next run
+      version = 0;
+    }
+  }
+  quarantine(s.id, local,
+             "the mount stopped while the kernel was writing pages back (writeback cache): the "
+             "uncommitted local tree may be torn; reverted to the committed version");
+  TouchedPaths touched;
+  {
+    std::unique_lock tree(s.tree_lock);
+    if (version > 0) {
+      note_owner(s, reply.info().owner(), reply.info().epoch());
+      touched = apply(s, reply, take_snapshot(s));
+    } else {
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(s.files(), ec)) fs::remove_all(e.path(), ec);
+    }
+    ::unlink((s.dir / kPagesInFlight).c_str());
+    s.pages_in_flight = false;
+    s.torn = false;
+    std::lock_guard lock(s.state_mu);
+    s.committed_gen = std::max(s.committed_gen, s.change_gen.load());
+    s.dirty_bytes = 0;
+    s.committed_cv.notify_all();
+  }
+  spdlog::warn(
+      "a session's uncommitted changes were reverted after an unexpected stop (kept in "
+      "quarantine)");
+  if (on_adopted && !touched.empty()) on_adopted(s, touched);
+  return true;
 }
 
 bool SessionCache::commit(Session& s) {

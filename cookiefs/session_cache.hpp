@@ -69,6 +69,13 @@ struct Session {
   std::atomic<std::uint64_t> remote_version{0};  // highest version announced by events
   std::atomic<bool> remote_deleted{false};
   std::atomic<bool> check_remote{false};  // reconnected: ask for newer versions
+  // Writeback cache: the kernel has written pages back since the last
+  // snapshot at rest, so the tree may be torn until the next one; mirrored by
+  // the file <dir>/pages-in-flight, which survives a crash of the daemon.
+  std::atomic<bool> pages_in_flight{false};
+  // Found that file at start-up: the tree is reverted to the committed
+  // version before anything else (guarded by commit_mu).
+  bool torn = false;
 
   std::mutex state_mu;  // guards the fields below
   std::condition_variable committed_cv;
@@ -143,6 +150,9 @@ class SessionCache {
 
   // After a mutation, with tree_lock still held shared.
   void note_change(Session& s);
+  // Writeback cache: before a write-back lands in the tree (tree_lock held
+  // shared). Throws Errno(EIO) when the mark cannot be made.
+  void note_write_back(Session& s);
   // fsync: waits until every change so far is in PostgreSQL. Throws Errno(EIO).
   void sync(Session& s);
 
@@ -193,6 +203,9 @@ class SessionCache {
   // A snapshot that is one instant of the application's view (see
   // before_snapshot); false when the session kept changing.
   bool snapshot_at_rest(Session& s, Snapshot& snap, std::uint64_t& gen);
+  // A tree marked pages-in-flight at start-up: quarantine it and go back to
+  // the committed version (commit_mu held). False: retry later.
+  bool revert_torn(Session& s);
   bool commit(Session& s);
   bool adopt(Session& s, const std::string& reason, bool force = false);
   // The remote is ahead of our manifest at our own epoch and we own it: the

@@ -35,6 +35,7 @@ START_TIMEOUT = float(os.environ.get("COOKIEFS_TEST_START_TIMEOUT", "30"))
 STOP_TIMEOUT = 20.0
 
 # The commit timing every mount gets unless a test says otherwise.
+WRITEBACK = os.environ.get("COOKIEFS_TEST_WRITEBACK") == "1"
 COMMIT_DELAY = "20ms"
 COMMIT_MAX_LAG_S = 1.0
 # How long a test waits for an asynchronous commit to become visible elsewhere.
@@ -145,7 +146,7 @@ class Mount:
                "--engine-id", self.engine_id, "--cache-dir", self.cache_dir,
                "--metrics-listen", ""]
         for key, value in self.options.items():
-            cmd += [f"--{key}", str(value)]
+            cmd += [f"--{key}"] if value is True else [f"--{key}", str(value)]
         return cmd + ["-f", self.path]
 
     def start(self, wait=True, **override):
@@ -222,6 +223,10 @@ class Stack:
         self.mounts = {}
         self.mount_options = {"commit-delay": COMMIT_DELAY,
                               "commit-max-lag": f"{int(COMMIT_MAX_LAG_S * 1000)}ms"}
+        # The *.writeback ctest entries run the same tests with the kernel's
+        # writeback cache (fuse.writeback_cache: true).
+        if WRITEBACK:
+            self.mount_options["fuse-writeback-cache"] = True
         self.mount_options.update(mount_options or {})
         self._engine_seq = 0
 

@@ -40,6 +40,8 @@ class Durability(harness.StackTestCase):
         self.assertEqual(workloads.read_state(os.path.join(copy, "Cookies"), "cookies"),
                          expected, "acknowledged (fdatasync'ed) transactions are missing")
 
+    @unittest.skipIf(harness.WRITEBACK, "write-through only: with the writeback cache a tree "
+                     "being written back when the daemon dies is reverted (test_crash covers it)")
     def test_kill9_without_fsync_then_restart_recommits(self):
         # Long delays: nothing may be committed before the kill.
         a = self.stack.mount("lazy-writer", **{"commit-delay": "30s", "commit-max-lag": "60s"})

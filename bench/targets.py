@@ -126,6 +126,9 @@ class Target:
     name = "?"
     drop_cache = False
     cold_note = ""
+    # Prefix of the session ids a workload creates: targets sharing one
+    # storage service must not meet each other's sessions.
+    session_tag = ""
 
     def __init__(self, root):
         self.root = root
@@ -339,6 +342,7 @@ class CookiefsWriteback(Cookiefs):
     """The same with fuse.writeback_cache: true (the kernel's writeback cache)."""
     name = "cookiefs-wb"
     views = ("wa", "wb")
+    session_tag = "wb."
     extra = ("--fuse-writeback-cache",)
 
     def failure(self):

@@ -105,8 +105,14 @@ bool SessionCache::writable_locked(const Session& s) const {
   // Never heard of an owner: created here and not committed yet, or a cache
   // from before affinity existed. The epoch still fences its commits.
   if (!s.owner_known) return true;
+  if (s.owner != cfg_.engine_id) return false;
+  // Our own create is in flight: the service made us the owner (its event
+  // may come before the commit's reply), and the manifest learns the epoch
+  // only when the reply is recorded. Refusing writes meanwhile made a write
+  // right after the first commit of a new session fail with EROFS.
+  if (s.manifest.version == 0 && s.unsettled && s.unsettled->create()) return true;
   // Owner, and the takeover (prefetch at the new epoch) is complete.
-  return s.owner == cfg_.engine_id && s.manifest.epoch >= s.owner_epoch;
+  return s.manifest.epoch >= s.owner_epoch;
 }
 
 Access SessionCache::access(Session& s) {

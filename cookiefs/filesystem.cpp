@@ -71,10 +71,16 @@ void log_unexpected(Op op, const std::exception& e) {
   spdlog::error("{}: unexpected failure answered EIO: {}", op_name(op), e.what());
 }
 
+void kernel_times(const Filesystem& fs, struct stat& st) {
+  if (!fs.writeback) return;
+  st.st_atim.tv_nsec = st.st_mtim.tv_nsec = st.st_ctim.tv_nsec = 0;
+}
+
 struct stat stat_of(Filesystem& fs, Inode& i) {
   struct stat st {};
   if (i.is_real()) {
     check(::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+    kernel_times(fs, st);
     return st;
   }
   st.st_ino = i.ino | (1ull << 62);  // clear of backing inode numbers
@@ -114,6 +120,7 @@ void reply_real_entry(fuse_req_t req, Filesystem& fs, int fd, NodeKind kind,
   Inode& i = fs.inodes.remember(fd, st, kind, std::move(session), depth);
   fuse_entry_param e{};
   e.ino = InodeTable::node_id(i);
+  kernel_times(fs, st);
   e.attr = st;
   e.attr_timeout = seconds(fs.cfg.attr_timeout);
   e.entry_timeout = seconds(fs.cfg.entry_timeout);

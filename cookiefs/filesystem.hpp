@@ -134,6 +134,11 @@ class Mutation {
 // and those WRITEs need the workers this request would otherwise hold.
 void reply_when_synced(fuse_req_t req, Op op, Inode& i);
 
+// Writeback cache: times at the one-second granularity the kernel keeps
+// (op_init sets time_gran). A time with nanoseconds never equals the kernel's
+// truncated clock, so each write would dirty the inode and cost a SETATTR.
+void kernel_times(const Filesystem& fs, struct stat& st);
+
 // Attributes of any inode. Throws Errno.
 struct stat stat_of(Filesystem& fs, Inode& i);
 // Replies with the entry of a real inode just opened as `fd` (O_PATH).

@@ -137,9 +137,11 @@ void reply_virtual_entry(fuse_req_t req, Filesystem& fs, Inode& i) {
   fuse_entry_param e{};
   e.ino = fs.inodes.id_of(i);
   e.attr = stat_of(fs, i);
-  e.attr_timeout = seconds(fs.cfg.attr_timeout);
-  e.entry_timeout = seconds(fs.cfg.entry_timeout);
-  fuse_reply_entry(req, &e);
+  if (!i.transient) {  // a transient status inode is looked up anew each time
+    e.attr_timeout = seconds(fs.cfg.attr_timeout);
+    e.entry_timeout = seconds(fs.cfg.entry_timeout);
+  }
+  if (fuse_reply_entry(req, &e) == -ENOENT && i.transient) fs.inodes.forget(e.ino, 1);
 }
 
 void reply_negative(fuse_req_t req, Filesystem& fs) {

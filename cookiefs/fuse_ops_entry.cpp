@@ -42,14 +42,10 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         }
       case NodeKind::status_dir:
         if (Inode* f = fs.inodes.status_file(name)) {
-          if (!fs.writeback) return reply_virtual_entry(req, fs, *f);
-          // No opens to render at: render now, into an inode of its own.
-          Inode& t = fs.inodes.transient_status(name, StatusFiles::render(fs, name));
-          fuse_entry_param e{};
-          e.ino = InodeTable::node_id(t);
-          e.attr = stat_of(fs, t);
-          if (fuse_reply_entry(req, &e) == -ENOENT) fs.inodes.forget(e.ino, 1);
-          return;
+          // Writeback: no opens to render at; render now, into an inode of its own.
+          return reply_virtual_entry(
+              req, fs,
+              fs.writeback ? fs.inodes.transient_status(name, StatusFiles::render(fs, name)) : *f);
         }
         throw Errno{ENOENT};
       case NodeKind::status_file:

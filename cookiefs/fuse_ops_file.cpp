@@ -2,10 +2,10 @@
 // fsync. Write-through (fuse.writeback_cache: false): every write is in the
 // cache file when the syscall returns, so a snapshot taken under the session's
 // exclusive lock is one instant of the application's view. Writeback cache
-// (the default): the kernel holds writes in its page cache and sends them
-// late; a snapshot first forces them back and is taken only if nothing
-// changed while it did (SessionCache::commit), which again makes it one
-// instant of the application's view.
+// (fuse.writeback_cache: true): the kernel holds writes in its page cache and
+// sends them late; a snapshot first forces them back and is taken only if
+// nothing changed while it did (SessionCache::snapshot_at_rest), which again
+// makes it one instant of the application's view.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

@@ -12,8 +12,9 @@ Inode::~Inode() {
 }
 
 int Inode::io() {
+  if (fd < 0) return -1;
   int have = io_fd.load(std::memory_order_acquire);
-  if (have >= 0 || fd < 0) return fd < 0 ? -1 : have;
+  if (have >= 0) return have;
   const std::string path = proc_path();
   // No O_NOFOLLOW: /proc/self/fd/N is itself a link (to the backing file).
   int opened = ::open(path.c_str(), O_RDWR | O_CLOEXEC);

@@ -10,6 +10,7 @@
 // shared members are themselves thread-safe.
 #pragma once
 
+#include <dirent.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -17,10 +18,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "inode_table.hpp"
 #include "kernel_flusher.hpp"
@@ -32,6 +37,42 @@ namespace cookiefs::mount {
 
 class StatusFiles;
 
+// One open directory: a real one read from its cache dir, or a listing
+// computed at opendir for the virtual root and .cookiefs.
+struct DirHandle {
+  ~DirHandle() {
+    if (dp) ::closedir(dp);
+  }
+  DIR* dp = nullptr;
+  off_t offset = 0;
+  std::vector<std::pair<std::string, mode_t>> names;
+};
+
+// The open directory handles. Owned here rather than by the kernel's
+// RELEASEDIR alone: a stop cuts the connection with releases still queued
+// (the write-back helper's last close of the mount root), and those handles
+// are freed with the filesystem.
+class DirHandles {
+ public:
+  void keep(std::unique_ptr<DirHandle> h) {
+    std::lock_guard lock(mu_);
+    DirHandle* key = h.get();
+    open_.emplace(key, std::move(h));
+  }
+  void drop(DirHandle* h) {
+    std::unique_ptr<DirHandle> dead;  // closed after the lock is dropped
+    std::lock_guard lock(mu_);
+    if (auto it = open_.find(h); it != open_.end()) {
+      dead = std::move(it->second);
+      open_.erase(it);
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<DirHandle*, std::unique_ptr<DirHandle>> open_;
+};
+
 struct Filesystem {
   Filesystem(const MountConfig& c, SessionCache& s, StorageClient& cl, Metrics* m);
   const MountConfig& cfg;
@@ -40,6 +81,7 @@ struct Filesystem {
   StorageClient& client;
   Metrics* metrics;  // may be null (tests)
   fuse_session* se = nullptr;
+  DirHandles dirs;
   // fuse.writeback_cache: the kernel caches writes and attributes, there are
   // no per-open handles (open and flush answer ENOSYS once), and a snapshot
   // first forces the session's dirty pages back (flush_kernel_pages).

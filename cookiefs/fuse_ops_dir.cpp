@@ -17,17 +17,6 @@
 namespace cookiefs::mount {
 namespace {
 
-// One open directory: a real one read from its cache dir, or a listing
-// computed at opendir for the virtual root and .cookiefs.
-struct DirHandle {
-  ~DirHandle() {
-    if (dp) ::closedir(dp);
-  }
-  DIR* dp = nullptr;
-  off_t offset = 0;
-  std::vector<std::pair<std::string, mode_t>> names;
-};
-
 DirHandle& handle_of(fuse_file_info* fi) {
   return *reinterpret_cast<DirHandle*>(fi->fh);
 }
@@ -96,7 +85,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     fi->fh = reinterpret_cast<uint64_t>(h.get());
     fi->cache_readdir = i.kind == NodeKind::status_dir;
-    if (fuse_reply_open(req, fi) == 0) h.release();
+    if (fuse_reply_open(req, fi) == 0) fs.dirs.keep(std::move(h));
   });
 }
 
@@ -147,7 +136,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   serve(req, Op::releasedir, [&] {
-    delete &handle_of(fi);
+    fs_of(req).dirs.drop(&handle_of(fi));
     fuse_reply_err(req, 0);
   });
 }

@@ -168,7 +168,9 @@ def service_table(svc):
     if m is not None:
         lines.append("| cookiefs RSS holding sessions | " +
                      (f"{m['rss_kib'] / 1024:.1f} MiB with {m['sessions']:,} sessions "
-                      f"(idle {m['rss_idle_kib'] / 1024:.1f} MiB)" if "error" not in m else
+                      f"(held {m.get('held') or 0:,.0f}; idle {m['rss_idle_kib'] / 1024:.1f} MiB;"
+                      f" kernel caches dropped {m.get('kernel_cache_drops', 0)}×)"
+                      if "error" not in m else
                       f"TODO: {m['error'][:160]}") + " |")
     return "\n".join(lines)
 
@@ -212,7 +214,7 @@ def goals(results, svc):
     v = m.get("rss_kib")
     out.append((f"cookiefs RSS ≤ 64 MiB with 10,000 sessions",
                 "not measured" if v is None else f"{v / 1024:.1f} MiB ({m['sessions']:,} sessions)",
-                None if v is None else (v <= 64 * 1024 if m["sessions"] >= 10000 else None)))
+                None if v is None else (v <= 64 * 1024 if (m.get("held") or 0) >= 10000 else None)))
     lines = ["| goal | measured | met |", "|---|---|---|"]
     for g, m_, ok in out:
         lines.append(f"| {g} | {m_} | {'yes' if ok else 'no' if ok is False else '?'} |")
@@ -387,6 +389,13 @@ def main():
                 svc["commits"] = service.commits_vs_pgbench(stack, bench_bin, root, args.rounds,
                                                             p["service_seconds"], service_down)
                 if "cookiefs" in live and not stack.failure():
+                    # The commit benchmarks leave PostgreSQL gigabytes of WAL
+                    # behind them; without this the checkpoint they force runs
+                    # during the hand-offs, which then time the disk.
+                    try:
+                        service.psql(stack, "CHECKPOINT")
+                    except subprocess.CalledProcessError as exc:
+                        log(f"CHECKPOINT before the hand-offs failed: {exc}")
                     svc["handoff"] = service.handoff(stack, bench_bin, root, made["cookiefs"].dir,
                                                      p["handoff_sessions"])
                 if not args.quick and shutil.which("valgrind") and not service_down:

@@ -346,6 +346,9 @@ asio::awaitable<wire::Envelope> Connection::dispatch(const wire::Envelope& req) 
           .version = drained ? req.drain_done().version() : req.session_ready().version(),
           .epoch = drained ? req.drain_done().epoch() : req.session_ready().epoch(),
           .engine = scope.engine_id};
+      // An assign waiting on this replica goes on at once; the others learn
+      // of it through PostgreSQL (a second signal here finds no waiter).
+      ctx_.handoff.signal(n);
       co_await pool.run<bool>([&](pqxx::connection& c) {
         announce(c, n);
         return true;

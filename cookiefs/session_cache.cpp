@@ -697,6 +697,16 @@ bool SessionCache::revert_torn(Session& s) {
 }
 
 bool SessionCache::commit(Session& s) {
+  {
+    // Another engine owns it and nothing changed here: nothing the kernel
+    // still holds could be committed (write-backs are refused), so a session
+    // only read here (a cold read, a subscriber's copy) skips the forced
+    // write-backs of snapshot_at_rest. Not for sessions owned by this engine:
+    // a commit that landed before a crash is found by committing.
+    std::lock_guard lock(s.state_mu);
+    const bool others = s.owner_known && !s.owner.empty() && s.owner != cfg_.engine_id;
+    if (others && !writable_locked(s) && s.committed_gen >= s.change_gen) return true;
+  }
   Snapshot snap;
   std::uint64_t gen;
   if (!snapshot_at_rest(s, snap, gen)) {

@@ -27,7 +27,8 @@ Filesystem::Filesystem(const MountConfig& c, SessionCache& s, StorageClient& cl,
 bool Filesystem::flush_kernel_pages(Session& s) {
   if (!writeback || !se || !serving) return true;
   if (!flusher) return false;
-  const auto ids = inodes.of_session(&s);
+  // Directories have no pages, and opening one costs an OPENDIR.
+  const auto ids = inodes.of_session(&s, true);
   return flusher->write_back(std::vector<std::uint64_t>(ids.begin(), ids.end()));
 }
 

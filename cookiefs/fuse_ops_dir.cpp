@@ -36,7 +36,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
     Inode& dir = writable_dir(fs, parent);
     check_new_name(fs, dir, name);
     Mutation m(fs, *dir.session);
-    check(::mkdirat(dir.fd, name, mode & 07777));
+    check(::mkdirat(dir.fd, name, mode & kModeBits));
     m.done();
     give_to_caller(req, dir.fd, name);
     const int fd = check(::openat(dir.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));

@@ -96,6 +96,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
     if (fd < 0 && fs.writeback && i.kind == NodeKind::entry) fd = i.io();
     const bool have_fd = fd >= 0;
     if (valid & FUSE_SET_ATTR_MODE) {
+      if (attr->st_mode & 07000 & ~kModeBits) throw Errno{EPERM};  // set-id bits: kModeBits
       check(have_fd ? ::fchmod(fd, attr->st_mode) : ::chmod(proc.c_str(), attr->st_mode));
       m.done();
     }
@@ -161,7 +162,8 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     Inode& p = writable_dir(fs, parent);
     check_new_name(fs, p, name);
     Mutation m(fs, *p.session);
-    const int io = check(::openat(p.fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777));
+    const int io =
+        check(::openat(p.fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & kModeBits));
     m.done();
     give_to_caller(req, p.fd, name);
     const int fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);

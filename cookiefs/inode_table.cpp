@@ -57,6 +57,7 @@ Inode& InodeTable::remember(int fd, const struct stat& st, NodeKind kind,
     slot = std::make_unique<Inode>(kind, fd, st.st_dev, st.st_ino);
     slot->session = std::move(session);
     slot->depth = depth;
+    slot->regular = S_ISREG(st.st_mode);
   }
   ++slot->nlookup;
   return *slot;
@@ -110,11 +111,11 @@ fuse_ino_t InodeTable::find(dev_t dev, ino_t ino) {
   return it == inodes_.end() ? 0 : node_id(*it->second);
 }
 
-std::vector<fuse_ino_t> InodeTable::of_session(const Session* s) {
+std::vector<fuse_ino_t> InodeTable::of_session(const Session* s, bool regular_only) {
   std::lock_guard lock(mu_);
   std::vector<fuse_ino_t> out;
   for (auto& [key, i] : inodes_) {
-    if (i->session.get() == s) out.push_back(node_id(*i));
+    if (i->session.get() == s && (i->regular || !regular_only)) out.push_back(node_id(*i));
   }
   return out;
 }

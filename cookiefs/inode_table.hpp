@@ -45,6 +45,7 @@ struct Inode {
   std::atomic<int> io_fd{-1};
   std::shared_ptr<Session> session;  // null for virtual inodes
   int depth = 0;                     // path components below the session root
+  bool regular = false;              // a regular file (set once, at creation)
   std::string status_name;           // status files only
   // Status files of a writeback-cache mount: rendered at lookup into an inode
   // of their own (the kernel keeps a regular file's size, so each lookup must
@@ -93,8 +94,9 @@ class InodeTable {
 
   // Node id of a cached inode, or 0.
   fuse_ino_t find(dev_t dev, ino_t ino);
-  // Node ids of every inode of a session (for invalidation).
-  std::vector<fuse_ino_t> of_session(const Session* s);
+  // Node ids of every inode of a session (for invalidation), or only of its
+  // regular files (the only ones with pages to write back).
+  std::vector<fuse_ino_t> of_session(const Session* s, bool regular_only = false);
   std::size_t size();
 
  private:

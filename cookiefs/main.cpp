@@ -124,6 +124,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   } else {
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   }
+  // See kModeBits: this mount never has set-id bits to kill.
+  if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV) conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
   // Atomic O_TRUNC hands the truncation to OPEN, which a writeback mount
   // never receives (ENOSYS): the kernel would drop its pages and the backing
   // file would keep its old bytes. Without it the kernel sends a SETATTR.

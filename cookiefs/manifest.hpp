@@ -16,6 +16,14 @@
 
 namespace cookiefs::mount {
 
+// Permission bits a session's files and directories may have: no set-user-ID
+// or set-group-ID (stripped at create and fetch, refused by chmod). Jars never
+// need them, and the mount tells the kernel it kills them itself on write,
+// truncate and chown (FUSE_CAP_HANDLE_KILLPRIV, libfuse's default) — which
+// its root-owned writes to the cache files would not do; without set-id bits
+// that holds trivially.
+constexpr std::uint32_t kModeBits = 01777;
+
 struct ManifestEntry {
   wire::FileKind kind = wire::REGULAR;
   std::uint32_t mode = 0644;

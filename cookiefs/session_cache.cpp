@@ -86,10 +86,11 @@ std::string read_path(const fs::path& path) {
 // Writes `content` into an existing or new file without replacing its inode,
 // so the kernel's and the inode table's handles on it stay valid.
 void write_in_place(const fs::path& path, const std::string& content, std::uint32_t mode) {
-  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode & 07777));
+  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+              mode & kModeBits));
   if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
   write_all(f.fd, content);
-  ::fchmod(f.fd, mode & 07777);
+  ::fchmod(f.fd, mode & kModeBits);
 }
 
 // Writes a file of a fetch's private staging dir (made empty in advance):
@@ -184,7 +185,7 @@ Manifest manifest_of_reply(const wire::FetchReply& reply, bool contents) {
       spdlog::warn("ignoring a remote file with an invalid path: {}", path_problem(f.path()));
       continue;
     }
-    ManifestEntry e{f.kind(), f.mode() & 07777, contents ? f.content().size() : f.size(), {}};
+    ManifestEntry e{f.kind(), f.mode() & kModeBits, contents ? f.content().size() : f.size(), {}};
     if (f.kind() == wire::SYMLINK) e.mode = 0777;
     if (f.kind() != wire::DIRECTORY) e.sha256 = contents ? sha256(f.content()) : f.sha256();
     m.entries.emplace(f.path(), e);
@@ -966,7 +967,7 @@ Snapshot SessionCache::take_snapshot(Session& s) {
     if (::lstat(p.c_str(), &st) != 0) continue;
     SnapshotFile f;
     f.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-    f.entry.mode = st.st_mode & 07777;
+    f.entry.mode = st.st_mode & kModeBits;
     if (S_ISDIR(st.st_mode)) {
       f.entry.kind = wire::DIRECTORY;
     } else if (S_ISLNK(st.st_mode)) {

@@ -131,6 +131,22 @@ class Errors(harness.StackTestCase):
         os.symlink("cookies.sqlite", os.path.join(top, "link"))
         self.assertEqual(harness.read_bytes(os.path.join(top, "link")), b"x")
 
+    def test_set_id_bits_are_refused_or_dropped(self):
+        # The mount kills set-id bits for the kernel (FUSE_CAP_HANDLE_KILLPRIV)
+        # by never having any: chmod refuses them, create drops them.
+        top = self.session("setid")
+        jar = os.path.join(top, "cookies.txt")
+        harness.write_bytes(jar, b"x")
+        for bits in (stat.S_ISUID, stat.S_ISGID):
+            self.assertErrno(errno.EPERM, os.chmod, jar, 0o755 | bits, what="chmod(set-id)")
+        os.chmod(jar, 0o640 | stat.S_ISVTX)  # other bits still change
+        self.assertEqual(stat.S_IMODE(os.stat(jar).st_mode), 0o640 | stat.S_ISVTX)
+        fd = os.open(os.path.join(top, "made"), os.O_CREAT | os.O_WRONLY, 0o6755)
+        os.close(fd)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(top, "made")).st_mode) & 0o6000, 0)
+        os.mkdir(os.path.join(top, "dir"), 0o2755)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(top, "dir")).st_mode) & 0o6000, 0)
+
     def test_unmount_with_open_files(self):
         u = self.stack.mount("open-files")
         os.mkdir(u.session("open"))

@@ -80,6 +80,42 @@ void prepare_all(pqxx::connection_base& c) {
                 " VALUES ($1, $2, $12, $3, $13, $14, $15, $16, $17, $18))"
                 " SELECT pg_notify($10, $11)");
   c.prepare("notify", "SELECT pg_notify($1, $2)");
+  // Group commit: the writes of every commit of a batch that used the batch
+  // reads, in one statement (one parse/plan/executor start-up per batch, not
+  // per commit). One row of `c` per commit (each session at most once, so
+  // every UPDATE ... FROM matches a row once); closes and new files are rows
+  // of their own. New files' content and sha256 come out of one binary
+  // parameter ($22) by offset: a bytea[] would travel as hex text. As in
+  // commit_write, every part sees the statement's starting snapshot.
+  c.prepare(
+      "batch_write",
+      "WITH c AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[],"
+      " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])"
+      " AS c(ns, id, version, total_bytes, file_count, prune_to, key, epoch)),"
+      " closed AS (UPDATE files f SET valid_to = x.version FROM unnest($9::text[], $10::text[],"
+      " $11::text[], $12::bigint[]) AS x(ns, id, path, version) WHERE f.namespace = x.ns"
+      " AND f.session_id = x.id AND f.path = x.path AND f.valid_to IS NULL"
+      " AND f.valid_from < x.version),"
+      " bumped AS (UPDATE sessions s SET version = c.version, total_bytes = c.total_bytes,"
+      " file_count = c.file_count, updated_at = now() FROM c WHERE s.namespace = c.ns"
+      " AND s.session_id = c.id),"
+      " pruned AS (DELETE FROM files f USING c WHERE f.namespace = c.ns AND f.session_id = c.id"
+      " AND f.valid_to IS NOT NULL AND f.valid_to <= c.prune_to),"
+      " keys_pruned AS (DELETE FROM commit_keys k USING c WHERE c.key <> ''"
+      " AND k.namespace = c.ns AND k.session_id = c.id AND k.version <= c.version - 128"
+      " AND k.version < coalesce((SELECT min(y.version) FROM commit_keys y"
+      " WHERE y.namespace = c.ns AND y.session_id = c.id"
+      " AND y.created_at >= now() - interval '10 minutes'), c.version)),"
+      " key_added AS (INSERT INTO commit_keys (namespace, session_id, idempotency_key, version,"
+      " epoch) SELECT ns, id, key, version, epoch FROM c WHERE key <> ''),"
+      " inserted AS (INSERT INTO files (namespace, session_id, path, valid_from, kind, mode,"
+      " mtime_ns, size, content, sha256) SELECT ns, id, path, version, kind, mode, mtime, size,"
+      " substring($22::bytea FROM off::int FOR size::int),"
+      " substring($22::bytea FROM (off + size)::int FOR 32)"
+      " FROM unnest($13::text[], $14::text[], $15::text[], $16::bigint[], $17::int[],"
+      " $18::int[], $19::bigint[], $20::bigint[], $21::bigint[])"
+      " AS n(ns, id, path, version, kind, mode, mtime, size, off))"
+      " SELECT pg_notify($23, n) FROM unnest($24::text[]) AS n");
   // Group commit: every session of a batch locked in one statement, in lock
   // order (the sort runs below the row locks); then their current files and
   // the batch's idempotency keys in one more.
@@ -140,6 +176,16 @@ std::string text_array(const std::vector<std::string>& items) {
       out += ch;
     }
     out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+std::string int_array(const std::vector<i64>& items) {
+  std::string out = "{";
+  for (const auto item : items) {
+    if (out.size() > 1) out += ',';
+    out += std::to_string(item);
   }
   out += '}';
   return out;
@@ -214,17 +260,101 @@ std::optional<Locked> lock_session(pqxx::transaction_base& t, const Scope& s,
 }  // namespace
 
 void prepare_statements(pqxx::connection_base& conn) {
+  // Every statement here is keyed by (namespace, session): a generic plan is
+  // as good as a custom one, and re-planning the commit statements for each
+  // execution (the default's choice for them) cost a third of PostgreSQL's
+  // CPU per commit.
+  conn.set_variable("plan_cache_mode", "force_generic_plan");
   prepare_all(conn);
 }
 
 namespace {
 
+// The writes of a group-commit batch's commits, gathered for batch_write.
+struct BatchWrites {
+  // One per commit.
+  std::vector<std::string> ns, id, key, notice;
+  std::vector<i64> version, total_bytes, file_count, prune_to, epoch;
+  // One per closed path.
+  std::vector<std::string> close_ns, close_id, close_path;
+  std::vector<i64> close_version;
+  // One per new file; its content and then its sha256 sit in blob at offset
+  // (1-based, as SQL's substring counts).
+  std::vector<std::string> file_ns, file_id, file_path;
+  std::vector<i64> file_version, file_kind, file_mode, file_mtime, file_size, file_offset;
+  std::string blob;
+};
+
+// Past this much content a batch's writes go out before the next commit's
+// (a bytea parameter stays far below PostgreSQL's 1 GiB).
+constexpr std::size_t kBatchWriteBytes = 32u << 20;
+
+void flush_writes(pqxx::transaction_base& t, BatchWrites& w) {
+  if (w.ns.empty()) return;
+  t.exec_prepared("batch_write", text_array(w.ns), text_array(w.id), int_array(w.version),
+                  int_array(w.total_bytes), int_array(w.file_count), int_array(w.prune_to),
+                  text_array(w.key), int_array(w.epoch), text_array(w.close_ns),
+                  text_array(w.close_id), text_array(w.close_path), int_array(w.close_version),
+                  text_array(w.file_ns), text_array(w.file_id), text_array(w.file_path),
+                  int_array(w.file_version), int_array(w.file_kind), int_array(w.file_mode),
+                  int_array(w.file_mtime), int_array(w.file_size), int_array(w.file_offset),
+                  pqxx::binarystring(w.blob), kNotifyChannel, text_array(w.notice));
+  w = BatchWrites{};
+}
+
+std::string changed_notice(const Scope& s, const std::string& id, i64 version,
+                           std::uint64_t epoch) {
+  return encode_notice({.kind = ChangeNotice::Kind::changed,
+                        .namespace_name = s.namespace_name,
+                        .session_id = id,
+                        .version = static_cast<std::uint64_t>(version),
+                        .epoch = epoch,
+                        .engine = s.engine_id});
+}
+
+void gather_writes(BatchWrites& w, const Scope& s, const wire::CommitSession& req,
+                   const Limits& limits, const Locked& cur, const CommitPlan& plan, i64 next) {
+  const std::string& ns = s.namespace_name;
+  const std::string& id = req.session_id();
+  w.ns.push_back(ns);
+  w.id.push_back(id);
+  w.key.push_back(req.idempotency_key());
+  w.notice.push_back(changed_notice(s, id, next, cur.epoch));
+  w.version.push_back(next);
+  w.total_bytes.push_back(static_cast<i64>(plan.total_bytes));
+  w.file_count.push_back(static_cast<i64>(plan.file_count));
+  w.prune_to.push_back(next - limits.history_versions + 1);
+  w.epoch.push_back(static_cast<i64>(cur.epoch));
+  for (const auto& path : plan.close_paths) {
+    w.close_ns.push_back(ns);
+    w.close_id.push_back(id);
+    w.close_path.push_back(path);
+    w.close_version.push_back(next);
+  }
+  for (const auto& f : plan.inserts) {
+    const auto& e = *f.entry;
+    w.file_ns.push_back(ns);
+    w.file_id.push_back(id);
+    w.file_path.push_back(e.path());
+    w.file_version.push_back(next);
+    w.file_kind.push_back(static_cast<i64>(e.kind()));
+    w.file_mode.push_back(static_cast<i64>(e.mode() & 07777));
+    w.file_mtime.push_back(e.mtime_ns());
+    w.file_size.push_back(static_cast<i64>(e.content().size()));
+    w.file_offset.push_back(static_cast<i64>(w.blob.size()) + 1);
+    w.blob += e.content();
+    w.blob += f.sha256;
+  }
+}
+
 // The checks and writes of a commit whose session row is locked, with its
-// current manifest read after the lock.
+// current manifest read after the lock. With `gather`, the writes are added
+// to it (for flush_writes) instead of sent.
 wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
                                 const wire::CommitSession& req, const Limits& limits,
                                 const Locked& locked, bool created,
-                                const std::map<std::string, std::uint64_t>& manifest) {
+                                const std::map<std::string, std::uint64_t>& manifest,
+                                BatchWrites* gather = nullptr) {
   const std::string& ns = s.namespace_name;
   const std::string& id = req.session_id();
   const Locked* cur = &locked;  // the checks read like the rest of the file
@@ -248,6 +378,13 @@ wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
   // Every check passed: from here on only writes. All but the last new file
   // are separate inserts; the rest of the commit is one statement.
   const i64 next = static_cast<i64>(cur->version) + 1;
+  if (gather) {
+    gather_writes(*gather, s, req, limits, *cur, plan, next);
+    wire::CommitReply reply;
+    reply.set_version(next);
+    reply.set_epoch(cur->epoch);
+    return reply;
+  }
   for (std::size_t i = 0; i + 1 < plan.inserts.size(); ++i) {
     const auto& e = *plan.inserts[i].entry;
     t.exec_prepared("file_insert", ns, id, e.path(), next, static_cast<int>(e.kind()),
@@ -255,12 +392,7 @@ wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
                     static_cast<i64>(e.content().size()), pqxx::binarystring(e.content()),
                     pqxx::binarystring(plan.inserts[i].sha256));
   }
-  const std::string notice = encode_notice({.kind = ChangeNotice::Kind::changed,
-                                            .namespace_name = ns,
-                                            .session_id = id,
-                                            .version = static_cast<std::uint64_t>(next),
-                                            .epoch = cur->epoch,
-                                            .engine = s.engine_id});
+  const std::string notice = changed_notice(s, id, next, cur->epoch);
   // Keep versions next-N+1 .. next reconstructable; a row closed at or before
   // next-N+1 is visible in none of them. Keys of the last 128 commits are kept.
   const i64 prune_to = next - limits.history_versions + 1;
@@ -369,6 +501,7 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
   std::map<SessionKey, Locked> locked;
   std::map<SessionKey, std::map<std::string, std::uint64_t>> manifests;
   std::map<std::string, std::pair<i64, i64>> replays;
+  BatchWrites writes;
   if (!nss.empty()) {
     for (const auto& row : t.exec_prepared("batch_lock", text_array(nss), text_array(ids))) {
       locked.emplace(
@@ -399,8 +532,11 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
     // newest of that name, and RELEASE would be a round trip.
     const bool savepoint = c.req->create() && (!first[i] || cur == locked.end());
     try {
-      if (savepoint) t.exec("SAVEPOINT create_commit");
       if (!first[i] || cur == locked.end()) {
+        // It reads the session itself, so it must see the gathered writes;
+        // and they must come before the savepoint a rejection rolls back to.
+        flush_writes(t, writes);
+        if (savepoint) t.exec("SAVEPOINT create_commit");
         c.reply = commit_in(t, *c.scope, *c.req, *c.limits);
         continue;
       }
@@ -413,12 +549,15 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
           continue;
         }
       }
-      c.reply = commit_locked(t, *c.scope, *c.req, *c.limits, cur->second, false, manifests[key]);
+      c.reply = commit_locked(t, *c.scope, *c.req, *c.limits, cur->second, false, manifests[key],
+                              &writes);
     } catch (const StoreError&) {
       c.error = std::current_exception();  // it wrote nothing; the others go on
       if (savepoint) t.exec("ROLLBACK TO SAVEPOINT create_commit");
     }
+    if (writes.blob.size() >= kBatchWriteBytes) flush_writes(t, writes);
   }
+  flush_writes(t, writes);
 }
 
 wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& s, const wire::FetchSession& req,

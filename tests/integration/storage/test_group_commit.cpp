@@ -6,10 +6,12 @@
 // service's cookiefs_storage_commit_batch_size histogram (fewer transactions
 // than commits).
 #include <doctest/doctest.h>
+#include <openssl/sha.h>
 
 #include <barrier>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <thread>
 
 #include "http_probe.hpp"
@@ -24,11 +26,17 @@ namespace {
 constexpr int kWriters = 24;
 
 struct Service {
+  explicit Service(std::vector<std::string> extra = {})
+      : process(shared_cluster().url(), 0, [&] {
+          std::vector<std::string> args{
+              "--metrics-listen",        "127.0.0.1:" + std::to_string(metrics_port),
+              "--database-commit-lanes", "1",
+              "--database-pool-size",    "2"};
+          args.insert(args.end(), extra.begin(), extra.end());
+          return args;
+        }()) {}
   std::uint16_t metrics_port = free_tcp_port();
-  StorageServiceProcess process{shared_cluster().url(),
-                                0,
-                                {"--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port),
-                                 "--database-commit-lanes", "1", "--database-pool-size", "2"}};
+  StorageServiceProcess process;
 };
 
 // Value of an unlabelled sample (e.g. "cookiefs_storage_commit_batch_size_count").
@@ -63,6 +71,12 @@ std::vector<std::unique_ptr<WireConnection>> writers(const Service& svc, const s
   std::vector<std::unique_ptr<WireConnection>> conns;
   for (int i = 0; i < kWriters; ++i) conns.push_back(connect(svc.process.port(), ns, "engine-a"));
   return conns;
+}
+
+std::string sha256_of(const std::string& bytes) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), d);
+  return std::string(reinterpret_cast<const char*>(d), sizeof d);
 }
 
 std::string sid(int i) {
@@ -265,4 +279,82 @@ TEST_CASE("group commit: paths with quotes, backslashes, commas and braces are r
     REQUIRE(f.fetch_reply().files_size() == static_cast<int>(paths.size() / 2));
     for (const auto& e : f.fetch_reply().files()) CHECK(e.content() == "two " + e.path());
   }
+}
+
+TEST_CASE("group commit: batched writes keep every file's bytes, checksum and history") {
+  // A batch's writes travel in one statement, the new files' bytes in one
+  // binary parameter cut by offsets: several files per commit, of different
+  // sizes, with every byte value, an empty one and a directory must come
+  // back exactly, at every kept version, and older versions must be pruned.
+  constexpr std::uint64_t kKept = 3;
+  Service svc({"--history-versions", std::to_string(kKept)});
+  const auto ns = fresh_namespace();
+  auto conns = writers(svc, ns);
+  auto content = [](int i, std::uint64_t version, std::size_t size) {
+    std::string c(size, '\0');
+    for (std::size_t k = 0; k < size; ++k) {
+      c[k] = static_cast<char>((k * 7 + static_cast<std::size_t>(i) * 13 + version * 31) & 0xff);
+    }
+    return c;
+  };
+  // Version v of session i: db (size varies), journal (deleted every other
+  // version), an empty file and a directory that never change after v1.
+  auto files_of = [&](int i, std::uint64_t v) {
+    std::vector<wire::FileEntry> changed{
+        file("cookies.sqlite", content(i, v, 4096 + static_cast<std::size_t>(i) * 97 + v * 11))};
+    if (v % 2 == 1) changed.push_back(file("cookies.sqlite-journal", content(i + 100, v, 300)));
+    if (v == 1) {
+      changed.push_back(file("empty", ""));
+      changed.push_back(file("dir", "", wire::DIRECTORY));
+    }
+    return changed;
+  };
+  constexpr std::uint64_t kVersions = 6;
+  for (std::uint64_t v = 1; v <= kVersions; ++v) {
+    auto replies = all_at_once(conns, [&](int i) {
+      std::vector<std::string> deleted;
+      if (v % 2 == 0) deleted.push_back("cookies.sqlite-journal");
+      return commit_request(sid(i), v == 1 ? 0 : 1, v - 1, v == 1, files_of(i, v), deleted);
+    });
+    for (const auto& r : replies) {
+      REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+      CHECK(r.commit_reply().version() == v);
+    }
+  }
+  auto check = connect(svc.process.port(), ns, "engine-a");
+  for (int i = 0; i < kWriters; ++i) {
+    for (std::uint64_t v = kVersions - kKept + 1; v <= kVersions; ++v) {
+      auto f = check->call(fetch_request(sid(i), v));
+      REQUIRE_MESSAGE(f.has_fetch_reply(), f.DebugString());
+      const auto& reply = f.fetch_reply();
+      CHECK(reply.info().version() == v);
+      // The db of version v, the journal only at odd versions, empty, dir.
+      std::map<std::string, std::string> want{
+          {"cookies.sqlite", content(i, v, 4096 + static_cast<std::size_t>(i) * 97 + v * 11)},
+          {"empty", ""},
+          {"dir", ""}};
+      if (v % 2 == 1) want["cookies.sqlite-journal"] = content(i + 100, v, 300);
+      REQUIRE(reply.files_size() == static_cast<int>(want.size()));
+      std::uint64_t total = 0;
+      for (const auto& e : reply.files()) {
+        REQUIRE_MESSAGE(want.contains(e.path()), e.path());
+        CHECK(e.content() == want[e.path()]);
+        CHECK(e.size() == want[e.path()].size());
+        CHECK(e.sha256() == sha256_of(want[e.path()]));
+        CHECK(e.kind() == (e.path() == "dir" ? wire::DIRECTORY : wire::REGULAR));
+        total += e.size();
+      }
+      CHECK(reply.info().total_bytes() == total);
+    }
+    // The current version's session row (sizes, count) matches version 6.
+    auto cur = check->call(fetch_request(sid(i), 0, true));
+    REQUIRE(cur.has_fetch_reply());
+    CHECK(cur.fetch_reply().info().version() == kVersions);
+    CHECK(cur.fetch_reply().info().file_count() == 3);
+    CHECK(cur.fetch_reply().info().total_bytes() ==
+          4096 + static_cast<std::size_t>(i) * 97 + kVersions * 11);
+    CHECK(error_of(check->call(fetch_request(sid(i), kVersions - kKept))) == wire::NOT_FOUND);
+  }
+  CHECK(sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_count") <
+        sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_sum"));
 }

@@ -67,8 +67,9 @@ void prepare_all(pqxx::connection_base& c) {
       " pruned AS (DELETE FROM files WHERE namespace = $1 AND session_id = $2"
       " AND valid_to IS NOT NULL AND valid_to <= $7),"
       " keys_pruned AS (DELETE FROM commit_keys WHERE $8 <> '' AND namespace = $1"
-      " AND session_id = $2 AND version <= $3 - 128 AND version < coalesce((SELECT min(version)"
-      " FROM commit_keys WHERE namespace = $1 AND session_id = $2"
+      " AND session_id = $2 AND idempotency_key <> '' AND version <= $3 - 128"
+      " AND version < coalesce((SELECT min(version) FROM commit_keys WHERE namespace = $1"
+      " AND session_id = $2 AND idempotency_key <> ''"
       " AND created_at >= now() - interval '10 minutes'), $3)),"
       " key_added AS (INSERT INTO commit_keys (namespace, session_id, idempotency_key, version,"
       " epoch) SELECT $1, $2, $8, $3, $9 WHERE $8 <> '')";
@@ -90,8 +91,8 @@ void prepare_all(pqxx::connection_base& c) {
   c.prepare(
       "batch_write",
       "WITH c AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[],"
-      " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])"
-      " AS c(ns, id, version, total_bytes, file_count, prune_to, key, epoch)),"
+      " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $25::bool[])"
+      " AS c(ns, id, version, total_bytes, file_count, prune_to, key, epoch, prune_keys)),"
       " closed AS (UPDATE files f SET valid_to = x.version FROM unnest($9::text[], $10::text[],"
       " $11::text[], $12::bigint[]) AS x(ns, id, path, version) WHERE f.namespace = x.ns"
       " AND f.session_id = x.id AND f.path = x.path AND f.valid_to IS NULL"
@@ -101,11 +102,12 @@ void prepare_all(pqxx::connection_base& c) {
       " AND s.session_id = c.id),"
       " pruned AS (DELETE FROM files f USING c WHERE f.namespace = c.ns AND f.session_id = c.id"
       " AND f.valid_to IS NOT NULL AND f.valid_to <= c.prune_to),"
-      " keys_pruned AS (DELETE FROM commit_keys k USING c WHERE c.key <> ''"
-      " AND k.namespace = c.ns AND k.session_id = c.id AND k.version <= c.version - 128"
-      " AND k.version < coalesce((SELECT min(y.version) FROM commit_keys y"
-      " WHERE y.namespace = c.ns AND y.session_id = c.id"
-      " AND y.created_at >= now() - interval '10 minutes'), c.version)),"
+      " keys_pruned AS (DELETE FROM commit_keys k USING c WHERE c.prune_keys AND c.key <> ''"
+      " AND k.namespace = c.ns AND k.session_id = c.id AND k.idempotency_key <> ''"
+      " AND k.version <= c.version - 128 AND k.version < coalesce((SELECT min(y.version)"
+      " FROM commit_keys y WHERE y.namespace = c.ns AND y.session_id = c.id"
+      " AND y.idempotency_key <> '' AND y.created_at >= now() - interval '10 minutes'),"
+      " c.version)),"
       " key_added AS (INSERT INTO commit_keys (namespace, session_id, idempotency_key, version,"
       " epoch) SELECT ns, id, key, version, epoch FROM c WHERE key <> ''),"
       " inserted AS (INSERT INTO files (namespace, session_id, path, valid_from, kind, mode,"
@@ -176,6 +178,16 @@ std::string text_array(const std::vector<std::string>& items) {
       out += ch;
     }
     out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+std::string bool_array(const std::vector<bool>& items) {
+  std::string out = "{";
+  for (const bool item : items) {
+    if (out.size() > 1) out += ',';
+    out += item ? 't' : 'f';
   }
   out += '}';
   return out;
@@ -275,6 +287,7 @@ struct BatchWrites {
   // One per commit.
   std::vector<std::string> ns, id, key, notice;
   std::vector<i64> version, total_bytes, file_count, prune_to, epoch;
+  std::vector<bool> prune_keys;
   // One per closed path.
   std::vector<std::string> close_ns, close_id, close_path;
   std::vector<i64> close_version;
@@ -298,8 +311,26 @@ void flush_writes(pqxx::transaction_base& t, BatchWrites& w) {
                   text_array(w.file_ns), text_array(w.file_id), text_array(w.file_path),
                   int_array(w.file_version), int_array(w.file_kind), int_array(w.file_mode),
                   int_array(w.file_mtime), int_array(w.file_size), int_array(w.file_offset),
-                  pqxx::binarystring(w.blob), kNotifyChannel, text_array(w.notice));
+                  pqxx::binarystring(w.blob), kNotifyChannel, text_array(w.notice),
+                  bool_array(w.prune_keys));
   w = BatchWrites{};
+}
+
+// Old versions go every few commits, several at a time: the scan of the
+// session's rows that finds them is paid once for all. Up to kPruneEvery - 1
+// versions beyond history.versions may stay; fetch never serves them (it
+// checks the kept range). Keys are kept at least 128 versions, so pruning
+// them every 32nd version keeps the same guarantee for a fraction of the
+// reads.
+constexpr i64 kPruneEvery = 4;
+constexpr i64 kKeyPruneEvery = 32;
+
+// Rows closed at or before this version go (0: none this time). Keeps
+// versions next-N+1 .. next reconstructable: a row closed at or before
+// next-N+1 is visible in none of them.
+i64 prune_horizon(i64 next, const Limits& limits) {
+  if (limits.history_versions > 1 && next % kPruneEvery != 0) return 0;
+  return next - limits.history_versions + 1;
 }
 
 std::string changed_notice(const Scope& s, const std::string& id, i64 version,
@@ -323,8 +354,9 @@ void gather_writes(BatchWrites& w, const Scope& s, const wire::CommitSession& re
   w.version.push_back(next);
   w.total_bytes.push_back(static_cast<i64>(plan.total_bytes));
   w.file_count.push_back(static_cast<i64>(plan.file_count));
-  w.prune_to.push_back(next - limits.history_versions + 1);
+  w.prune_to.push_back(prune_horizon(next, limits));
   w.epoch.push_back(static_cast<i64>(cur.epoch));
+  w.prune_keys.push_back(next % kKeyPruneEvery == 0);
   for (const auto& path : plan.close_paths) {
     w.close_ns.push_back(ns);
     w.close_id.push_back(id);
@@ -393,9 +425,7 @@ wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
                     pqxx::binarystring(plan.inserts[i].sha256));
   }
   const std::string notice = changed_notice(s, id, next, cur->epoch);
-  // Keep versions next-N+1 .. next reconstructable; a row closed at or before
-  // next-N+1 is visible in none of them. Keys of the last 128 commits are kept.
-  const i64 prune_to = next - limits.history_versions + 1;
+  const i64 prune_to = prune_horizon(next, limits);
   const std::string closes = text_array(plan.close_paths);
   const i64 size_total = static_cast<i64>(plan.total_bytes);
   const i64 count = static_cast<i64>(plan.file_count);

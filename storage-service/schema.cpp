@@ -12,7 +12,7 @@ namespace {
 // Arbitrary constant shared by every replica: "cook" in ASCII.
 constexpr long long kMigrationLockKey = 0x636f6f6b;
 
-constexpr std::array<const char*, 2> kMigrations{
+constexpr std::array<const char*, 3> kMigrations{
     // 1: sessions, file versions (history as valid_from/valid_to ranges, so a
     // commit writes only its changed files), idempotency keys of recent commits.
     R"sql(
@@ -63,6 +63,15 @@ CREATE TABLE commit_keys (
     // minutes are kept, so a busy session has thousands).
     R"sql(
 CREATE INDEX commit_keys_by_version ON commit_keys (namespace, session_id, version);
+)sql",
+    // 3: the same index, partial (every stored key is non-empty), so that
+    // only the prune (which says idempotency_key <> '') can use it. Before
+    // the first ANALYZE the planner took the full one for key look-ups too,
+    // reading every key of the session to find one.
+    R"sql(
+CREATE INDEX commit_keys_by_version_for_prune ON commit_keys (namespace, session_id, version)
+  WHERE idempotency_key <> '';
+DROP INDEX commit_keys_by_version;
 )sql",
 };
 

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,22 @@ inline std::unique_ptr<WireConnection> connect(std::uint16_t port, const std::st
   auto reply = c->hello(ns, engine);
   REQUIRE_MESSAGE(reply.has_hello_reply(), reply.DebugString());
   return c;
+}
+
+// Runs SQL through psql (the tests link no libpq) against `url`; returns its
+// unaligned output without the trailing newline. Fails the test on error.
+inline std::string psql(const std::string& url, const std::string& sql) {
+  const std::string cmd = "psql -X -v ON_ERROR_STOP=1 -Atq '" + url + "' 2>&1 <<'COOKIEFS_SQL'\n" +
+                          sql + "\nCOOKIEFS_SQL";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[256];
+  while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
+  const int status = ::pclose(p);
+  REQUIRE_MESSAGE(status == 0, out);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
 }
 
 }  // namespace cookiefs::test

@@ -309,7 +309,7 @@ TEST_CASE("group commit: batched writes keep every file's bytes, checksum and hi
     }
     return changed;
   };
-  constexpr std::uint64_t kVersions = 6;
+  constexpr std::uint64_t kVersions = 9;
   for (std::uint64_t v = 1; v <= kVersions; ++v) {
     auto replies = all_at_once(conns, [&](int i) {
       std::vector<std::string> deleted;
@@ -346,15 +346,24 @@ TEST_CASE("group commit: batched writes keep every file's bytes, checksum and hi
       }
       CHECK(reply.info().total_bytes() == total);
     }
-    // The current version's session row (sizes, count) matches version 6.
+    // The current version's session row (sizes, count) matches version 9,
+    // which has a journal.
     auto cur = check->call(fetch_request(sid(i), 0, true));
     REQUIRE(cur.has_fetch_reply());
     CHECK(cur.fetch_reply().info().version() == kVersions);
-    CHECK(cur.fetch_reply().info().file_count() == 3);
+    CHECK(cur.fetch_reply().info().file_count() == 4);
     CHECK(cur.fetch_reply().info().total_bytes() ==
-          4096 + static_cast<std::size_t>(i) * 97 + kVersions * 11);
+          4096 + static_cast<std::size_t>(i) * 97 + kVersions * 11 + 300);
     CHECK(error_of(check->call(fetch_request(sid(i), kVersions - kKept))) == wire::NOT_FOUND);
   }
   CHECK(sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_count") <
         sample(svc.metrics_port, "cookiefs_storage_commit_batch_size_sum"));
+  // Old versions are pruned a few commits at a time (every 4th version):
+  // nothing closed before the kept range and three commits back is left.
+  CHECK(psql(shared_cluster().url(),
+             "SELECT count(*) FROM files WHERE namespace = '" + ns +
+                 "' AND valid_to <= " + std::to_string(kVersions - kKept + 1 - 3)) == "0");
+  CHECK(psql(shared_cluster().url(), "SELECT count(*) FROM files WHERE namespace = '" + ns +
+                                         "' AND valid_to = " + std::to_string(kVersions)) ==
+        std::to_string(kWriters));  // version 8's db
 }

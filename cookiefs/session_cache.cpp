@@ -293,7 +293,13 @@ void SessionCache::prepare_staging(const Session& staging) const {
 }
 
 std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
-  if (auto s = find(id)) return s;
+  if (auto s = find(id)) {
+    // A tree a crash may have torn is not served before its revert (which
+    // the queue may be doing already): an application reading it first
+    // would see files that the revert then replaces or removes.
+    if (s->torn && !settle_torn(*s)) throw Errno{EIO};
+    return s;
+  }
   // Subscribed before the fetch: a commit landing between the fetch's answer
   // and the session's insertion below would otherwise never be announced, and
   // this mount would serve the older version until the next reconnect.
@@ -644,6 +650,11 @@ bool SessionCache::snapshot_at_rest(Session& s, Snapshot& snap, std::uint64_t& g
     return true;
   }
   return false;
+}
+
+bool SessionCache::settle_torn(Session& s) {
+  std::lock_guard commit_lock(s.commit_mu);
+  return !s.torn || revert_torn(s);
 }
 
 bool SessionCache::revert_torn(Session& s) {

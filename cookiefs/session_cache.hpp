@@ -74,8 +74,9 @@ struct Session {
   // the file <dir>/pages-in-flight, which survives a crash of the daemon.
   std::atomic<bool> pages_in_flight{false};
   // Found that file at start-up: the tree is reverted to the committed
-  // version before anything else (guarded by commit_mu).
-  bool torn = false;
+  // version before anything else, and never served before (written under
+  // commit_mu).
+  std::atomic<bool> torn{false};
 
   std::mutex state_mu;  // guards the fields below
   std::condition_variable committed_cv;
@@ -206,6 +207,8 @@ class SessionCache {
   // A tree marked pages-in-flight at start-up: quarantine it and go back to
   // the committed version (commit_mu held). False: retry later.
   bool revert_torn(Session& s);
+  // revert_torn() unless done (takes commit_mu). False: still torn.
+  bool settle_torn(Session& s);
   bool commit(Session& s);
   bool adopt(Session& s, const std::string& reason, bool force = false);
   // The remote is ahead of our manifest at our own epoch and we own it: the

@@ -32,6 +32,7 @@
 #include "metrics.hpp"
 #include "mount_config.hpp"
 #include "session_cache.hpp"
+#include "spare_files.hpp"
 
 namespace cookiefs::mount {
 
@@ -82,6 +83,7 @@ struct Filesystem {
   Metrics* metrics;  // may be null (tests)
   fuse_session* se = nullptr;
   DirHandles dirs;
+  SpareFiles spares;  // opened by main (the daemon); without, plain unlink/create
   // fuse.writeback_cache: the kernel caches writes and attributes, there are
   // no per-open handles (open and flush answer ENOSYS once), and a snapshot
   // first forces the session's dirty pages back (flush_kernel_pages).

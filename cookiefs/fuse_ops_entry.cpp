@@ -162,8 +162,10 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     Inode& p = writable_dir(fs, parent);
     check_new_name(fs, p, name);
     Mutation m(fs, *p.session);
-    const int io =
-        check(::openat(p.fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & kModeBits));
+    int io = fs.spares.take(p.fd, name, O_RDWR, mode);
+    if (io < 0) {
+      io = check(::openat(p.fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & kModeBits));
+    }
     m.done();
     give_to_caller(req, p.fd, name);
     const int fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -203,7 +205,9 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Mutation m(fs, *p.session);
     struct stat st {};
     const bool known = ::fstatat(p.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
-    check(::unlinkat(p.fd, name, 0));
+    const bool kept =
+        known && S_ISREG(st.st_mode) && st.st_nlink == 1 && fs.spares.keep(p.fd, name, st);
+    if (!kept) check(::unlinkat(p.fd, name, 0));
     if (known && S_ISREG(st.st_mode)) p.session->bytes -= st.st_size;
     m.done();
     fuse_reply_err(req, 0);

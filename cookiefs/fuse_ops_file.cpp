@@ -42,8 +42,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     check_new_name(fs, p, name);
     if (!S_ISREG(mode)) throw Errno{EPERM};
     Mutation m(fs, *p.session);
-    const int fd = check(
-        ::openat(p.fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOCTTY, mode & kModeBits));
+    int fd = fs.spares.take(p.fd, name, fi->flags, mode);
+    if (fd < 0) {
+      fd = check(
+          ::openat(p.fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOCTTY, mode & kModeBits));
+    }
     m.done();
     give_to_caller(req, p.fd, name);
     int path_fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);

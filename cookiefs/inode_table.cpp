@@ -67,20 +67,34 @@ void InodeTable::forget(fuse_ino_t node, std::uint64_t n) {
   Inode& i = get(node);
   if (!i.is_real() && !i.transient) return;
   std::unique_ptr<Inode> dead;  // closed after the lock is dropped
-  std::lock_guard lock(mu_);
-  i.nlookup = i.nlookup > n ? i.nlookup - n : 0;
-  if (i.nlookup == 0) {
+  {
+    std::lock_guard lock(mu_);
+    i.nlookup = i.nlookup > n ? i.nlookup - n : 0;
+    if (i.nlookup != 0) return;
     if (auto d = detached_.find(&i); d != detached_.end()) {
       dead = std::move(d->second);
       detached_.erase(d);
-      return;
-    }
-    auto it = inodes_.find({i.dev, i.ino});
-    if (it != inodes_.end() && it->second.get() == &i) {
+    } else if (auto it = inodes_.find({i.dev, i.ino});
+               it != inodes_.end() && it->second.get() == &i) {
       dead = std::move(it->second);
       inodes_.erase(it);
     }
   }
+  if (!dead) return;
+  std::string spare = std::move(dead->spare);
+  dead.reset();  // its descriptors are closed before the file is reused
+  if (!spare.empty() && on_spare_released) on_spare_released(spare);
+}
+
+bool InodeTable::mark_spare(dev_t dev, ino_t ino, const std::string& spare) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find({dev, ino});
+  if (it == inodes_.end()) return false;
+  for (const auto& [ptr, d] : detached_) {
+    if (d->dev == dev && d->ino == ino) return false;
+  }
+  it->second->spare = spare;
+  return true;
 }
 
 Inode& InodeTable::transient_status(const std::string& name, std::string text) {

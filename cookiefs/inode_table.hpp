@@ -46,6 +46,7 @@ struct Inode {
   std::shared_ptr<Session> session;  // null for virtual inodes
   int depth = 0;                     // path components below the session root
   bool regular = false;              // a regular file (set once, at creation)
+  std::string spare;                 // unlinked, kept as this spare (SpareFiles); guarded
   std::string status_name;           // status files only
   // Status files of a writeback-cache mount: rendered at lookup into an inode
   // of their own (the kernel keeps a regular file's size, so each lookup must
@@ -91,6 +92,13 @@ class InodeTable {
   // rewritten behind its back must come back as a new inode. `i` lives on
   // until the kernel forgets it.
   void retire(Inode& i);
+
+  // Marks the only inode of backing file (dev, ino) as kept in SpareFiles
+  // under `spare` ("" unmarks); when the kernel forgets it,
+  // on_spare_released(spare) runs. False when no inode, or more than one,
+  // refers to that file (then it is not kept).
+  bool mark_spare(dev_t dev, ino_t ino, const std::string& spare);
+  std::function<void(const std::string&)> on_spare_released;  // set before serving
 
   // Node id of a cached inode, or 0.
   fuse_ino_t find(dev_t dev, ino_t ino);

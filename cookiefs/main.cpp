@@ -261,6 +261,9 @@ int run(int argc, char** argv) {
   Filesystem fs(cfg, sessions, client, nullptr);
   RemoteEvents events(fs);
   events.install();
+  // Beside sessions/ on the cache dir's file system (renames, no copies).
+  fs.spares.open((std::filesystem::path(cfg.cache_dir) / "spare").string(), fs.inodes);
+  fs.inodes.on_spare_released = [&fs](const std::string& spare) { fs.spares.released(spare); };
 
   fuse_lowlevel_ops ops{};
   add_entry_ops(ops);

@@ -23,15 +23,6 @@ constexpr const char* kInfoColumns =
     " (extract(epoch from created_at) * 1000)::bigint,"
     " (extract(epoch from updated_at) * 1000)::bigint";
 
-std::string files_query(bool with_content, bool at_version) {
-  std::string q = "SELECT path, kind, mode, mtime_ns, size, sha256";
-  q += with_content ? ", content" : "";
-  q += " FROM files WHERE namespace = $1 AND session_id = $2 AND ";
-  q += at_version ? "valid_from <= $3 AND (valid_to IS NULL OR valid_to > $3)" : "valid_to IS NULL";
-  q += " ORDER BY path";
-  return q;
-}
-
 void prepare_all(pqxx::connection_base& c) {
   const std::string info = kInfoColumns;
   c.prepare("session_create",
@@ -64,7 +55,7 @@ void prepare_all(pqxx::connection_base& c) {
       " AND valid_to IS NULL AND valid_from < $3 AND path = ANY ($4::text[])),"
       " bumped AS (UPDATE sessions SET version = $3, total_bytes = $5, file_count = $6,"
       " updated_at = now() WHERE namespace = $1 AND session_id = $2),"
-      " pruned AS (DELETE FROM files WHERE namespace = $1 AND session_id = $2"
+      " pruned AS (DELETE FROM files WHERE $7 > 0 AND namespace = $1 AND session_id = $2"
       " AND valid_to IS NOT NULL AND valid_to <= $7),"
       " keys_pruned AS (DELETE FROM commit_keys WHERE $8 <> '' AND namespace = $1"
       " AND session_id = $2 AND idempotency_key <> '' AND version <= $3 - 128"
@@ -100,8 +91,8 @@ void prepare_all(pqxx::connection_base& c) {
       " bumped AS (UPDATE sessions s SET version = c.version, total_bytes = c.total_bytes,"
       " file_count = c.file_count, updated_at = now() FROM c WHERE s.namespace = c.ns"
       " AND s.session_id = c.id),"
-      " pruned AS (DELETE FROM files f USING c WHERE f.namespace = c.ns AND f.session_id = c.id"
-      " AND f.valid_to IS NOT NULL AND f.valid_to <= c.prune_to),"
+      " pruned AS (DELETE FROM files f USING c WHERE c.prune_to > 0 AND f.namespace = c.ns"
+      " AND f.session_id = c.id AND f.valid_to IS NOT NULL AND f.valid_to <= c.prune_to),"
       " keys_pruned AS (DELETE FROM commit_keys k USING c WHERE c.prune_keys AND c.key <> ''"
       " AND k.namespace = c.ns AND k.session_id = c.id AND k.idempotency_key <> ''"
       " AND k.version <= c.version - 128 AND k.version < coalesce((SELECT min(y.version)"
@@ -132,12 +123,26 @@ void prepare_all(pqxx::connection_base& c) {
             " UNION ALL SELECT true, namespace, session_id, idempotency_key, version, epoch"
             " FROM commit_keys WHERE (namespace, session_id, idempotency_key) IN"
             " (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))");
-  c.prepare("session_info",
-            "SELECT " + info + " FROM sessions WHERE namespace = $1 AND session_id = $2");
-  c.prepare("files_current", files_query(true, false));
-  c.prepare("files_current_manifest", files_query(false, false));
-  c.prepare("files_at", files_query(true, true));
-  c.prepare("files_at_manifest", files_query(false, true));
+  // A whole fetch in one statement (one round trip, no BEGIN/COMMIT: a
+  // single statement reads one snapshot): the session row on every row, its
+  // files (current, or at version $3 when that is kept: $5 = history.versions)
+  // in path order, none when the caller's copy is current ($4) or the version
+  // is not kept; content only when $6.
+  c.prepare(
+      "fetch_one",
+      "SELECT s.*, f.path, f.kind, f.mode, f.mtime_ns, f.size, f.sha256,"
+      " CASE WHEN $6::bool THEN f.content END"
+      " FROM (SELECT " +
+          info +
+          " FROM sessions WHERE namespace = $1 AND session_id = $2) s"
+          " LEFT JOIN LATERAL (SELECT * FROM files f WHERE f.namespace = $1"
+          " AND f.session_id = $2 AND NOT ($3::bigint = 0 AND $4::bigint > 0 AND s.version <= "
+          "$4::bigint)"
+          " AND ((($3::bigint = 0 OR $3::bigint = s.version) AND f.valid_to IS NULL)"
+          " OR ($3::bigint <> 0 AND $3::bigint < s.version AND $3::bigint > s.version - $5::bigint"
+          " AND f.valid_from <= $3::bigint AND (f.valid_to IS NULL OR f.valid_to > $3::bigint)))) "
+          "f ON true"
+          " ORDER BY f.path");
   c.prepare("list_all", "SELECT " + info +
                             " FROM sessions WHERE namespace = $1 AND session_id > $2"
                             " ORDER BY session_id LIMIT $3");
@@ -593,23 +598,20 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
 wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& s, const wire::FetchSession& req,
                        std::int64_t history_versions) {
   require_id(req.session_id(), "session id");
-  const std::string& ns = s.namespace_name;
-  // One snapshot for the session row and its files.
-  pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> t(conn);
-  auto r = t.exec_prepared("session_info", ns, req.session_id());
-  if (r.empty()) not_found();
+  pqxx::nontransaction t(conn);
+  const auto rows = t.exec_prepared(
+      "fetch_one", s.namespace_name, req.session_id(), static_cast<i64>(req.at_version()),
+      static_cast<i64>(req.if_newer_than()), history_versions, !req.manifest_only());
+  if (rows.empty()) not_found();
   wire::FetchReply reply;
-  fill_info(r[0], *reply.mutable_info());
+  fill_info(rows[0], *reply.mutable_info());
   const std::uint64_t current = reply.info().version();
   if (req.at_version() == 0 && req.if_newer_than() > 0 && current <= req.if_newer_than()) {
     reply.set_not_modified(true);
     return reply;
   }
-  pqxx::result files;
-  if (req.at_version() == 0 || req.at_version() == current) {
-    files = t.exec_prepared(req.manifest_only() ? "files_current_manifest" : "files_current", ns,
-                            req.session_id());
-  } else {
+  const bool past = req.at_version() != 0 && req.at_version() != current;
+  if (past) {
     const std::uint64_t oldest = current >= static_cast<std::uint64_t>(history_versions)
                                      ? current - static_cast<std::uint64_t>(history_versions) + 1
                                      : 1;
@@ -618,23 +620,25 @@ wire::FetchReply fetch(pqxx::connection_base& conn, const Scope& s, const wire::
                                             " is not kept (kept: " + std::to_string(oldest) + ".." +
                                             std::to_string(current) + ")");
     }
-    files = t.exec_prepared(req.manifest_only() ? "files_at_manifest" : "files_at", ns,
-                            req.session_id(), static_cast<i64>(req.at_version()));
-    std::uint64_t total = 0;
-    for (const auto& row : files) total += row[4].as<std::uint64_t>();
+  }
+  constexpr int kFile = 8;  // first file column, after the session's
+  std::uint64_t total = 0;
+  for (const auto& row : rows) {
+    if (row[kFile].is_null()) continue;  // a session without files
+    auto* f = reply.add_files();
+    f->set_path(row[kFile].as<std::string>());
+    f->set_kind(static_cast<wire::FileKind>(row[kFile + 1].as<int>()));
+    f->set_mode(row[kFile + 2].as<std::uint32_t>());
+    f->set_mtime_ns(row[kFile + 3].as<i64>());
+    f->set_size(row[kFile + 4].as<std::uint64_t>());
+    f->set_sha256(pqxx::binarystring(row[kFile + 5]).str());
+    if (!req.manifest_only()) f->set_content(pqxx::binarystring(row[kFile + 6]).str());
+    total += f->size();
+  }
+  if (past) {
     reply.mutable_info()->set_version(req.at_version());
     reply.mutable_info()->set_total_bytes(total);
-    reply.mutable_info()->set_file_count(static_cast<std::uint32_t>(files.size()));
-  }
-  for (const auto& row : files) {
-    auto* f = reply.add_files();
-    f->set_path(row[0].as<std::string>());
-    f->set_kind(static_cast<wire::FileKind>(row[1].as<int>()));
-    f->set_mode(row[2].as<std::uint32_t>());
-    f->set_mtime_ns(row[3].as<i64>());
-    f->set_size(row[4].as<std::uint64_t>());
-    f->set_sha256(pqxx::binarystring(row[5]).str());
-    if (!req.manifest_only()) f->set_content(pqxx::binarystring(row[6]).str());
+    reply.mutable_info()->set_file_count(static_cast<std::uint32_t>(reply.files_size()));
   }
   return reply;
 }

@@ -208,3 +208,35 @@ TEST_CASE("delete removes a session, checking the epoch when given") {
   REQUIRE(r.has_commit_reply());
   CHECK(r.commit_reply().version() == 1);
 }
+
+TEST_CASE("fetch: a session without files, and a manifest of an older version") {
+  // A fetch is one statement joining the session row to its files: a session
+  // with none must still come back, and a manifest carries no content.
+  StorageServiceProcess svc(shared_cluster().url());
+  const auto ns = fresh_namespace();
+  auto c = connect(svc.port(), ns, "engine-a");
+  REQUIRE(
+      c->call(commit_request("s", 0, 0, true, {file("cookies.txt", "abc")})).has_commit_reply());
+  REQUIRE(c->call(commit_request("s", 1, 1, false, {}, {"cookies.txt"})).has_commit_reply());
+
+  auto f = c->call(fetch_request("s"));
+  REQUIRE_MESSAGE(f.has_fetch_reply(), f.DebugString());
+  CHECK(f.fetch_reply().info().version() == 2);
+  CHECK(f.fetch_reply().info().file_count() == 0);
+  CHECK(f.fetch_reply().files_size() == 0);
+
+  f = c->call(fetch_request("s", 1, true));
+  REQUIRE_MESSAGE(f.has_fetch_reply(), f.DebugString());
+  CHECK(f.fetch_reply().info().version() == 1);
+  CHECK(f.fetch_reply().info().total_bytes() == 3);
+  REQUIRE(f.fetch_reply().files_size() == 1);
+  CHECK(f.fetch_reply().files(0).path() == "cookies.txt");
+  CHECK(f.fetch_reply().files(0).size() == 3);
+  CHECK(f.fetch_reply().files(0).sha256().size() == 32);
+  CHECK(f.fetch_reply().files(0).content().empty());
+
+  f = c->call(fetch_request("s", 1));
+  REQUIRE(f.has_fetch_reply());
+  REQUIRE(f.fetch_reply().files_size() == 1);
+  CHECK(f.fetch_reply().files(0).content() == "abc");
+}

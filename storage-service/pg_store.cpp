@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,13 +31,13 @@ void prepare_all(pqxx::connection_base& c) {
             "INSERT INTO sessions (namespace, session_id, owner, epoch, version)"
             " VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING RETURNING 1");
   c.prepare("session_lock",
-            "SELECT owner, epoch, version FROM sessions"
+            "SELECT owner, epoch, version, manifest_version = version, manifest FROM sessions"
             " WHERE namespace = $1 AND session_id = $2 FOR UPDATE");
   c.prepare("key_lookup",
             "SELECT version, epoch FROM commit_keys"
             " WHERE namespace = $1 AND session_id = $2 AND idempotency_key = $3");
   c.prepare("manifest",
-            "SELECT path, size FROM files"
+            "SELECT path, size, valid_from FROM files"
             " WHERE namespace = $1 AND session_id = $2 AND valid_to IS NULL");
   c.prepare("file_insert",
             "INSERT INTO files (namespace, session_id, path, valid_from, kind, mode, mtime_ns,"
@@ -54,7 +56,8 @@ void prepare_all(pqxx::connection_base& c) {
       "WITH closed AS (UPDATE files SET valid_to = $3 WHERE namespace = $1 AND session_id = $2"
       " AND valid_to IS NULL AND valid_from < $3 AND path = ANY ($4::text[])),"
       " bumped AS (UPDATE sessions SET version = $3, total_bytes = $5, file_count = $6,"
-      " updated_at = now() WHERE namespace = $1 AND session_id = $2),"
+      " updated_at = now(), manifest = $12, manifest_version = $3"
+      " WHERE namespace = $1 AND session_id = $2),"
       " pruned AS (DELETE FROM files WHERE $7 > 0 AND namespace = $1 AND session_id = $2"
       " AND valid_to IS NOT NULL AND valid_to <= $7),"
       " keys_pruned AS (DELETE FROM commit_keys WHERE $8 <> '' AND namespace = $1"
@@ -69,7 +72,7 @@ void prepare_all(pqxx::connection_base& c) {
             write_common +
                 ", inserted AS (INSERT INTO files (namespace, session_id, path, valid_from, kind,"
                 " mode, mtime_ns, size, content, sha256)"
-                " VALUES ($1, $2, $12, $3, $13, $14, $15, $16, $17, $18))"
+                " VALUES ($1, $2, $13, $3, $14, $15, $16, $17, $18, $19))"
                 " SELECT pg_notify($10, $11)");
   c.prepare("notify", "SELECT pg_notify($1, $2)");
   // Group commit: the writes of every commit of a batch that used the batch
@@ -82,15 +85,17 @@ void prepare_all(pqxx::connection_base& c) {
   c.prepare(
       "batch_write",
       "WITH c AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[],"
-      " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $25::bool[])"
-      " AS c(ns, id, version, total_bytes, file_count, prune_to, key, epoch, prune_keys)),"
+      " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $25::bool[],"
+      " $26::bigint[], $27::bigint[]) AS c(ns, id, version, total_bytes, file_count, prune_to,"
+      " key, epoch, prune_keys, m_off, m_len)),"
       " closed AS (UPDATE files f SET valid_to = x.version FROM unnest($9::text[], $10::text[],"
-      " $11::text[], $12::bigint[]) AS x(ns, id, path, version) WHERE f.namespace = x.ns"
-      " AND f.session_id = x.id AND f.path = x.path AND f.valid_to IS NULL"
-      " AND f.valid_from < x.version),"
+      " $11::text[], $12::bigint[], $28::bigint[]) AS x(ns, id, path, version, valid_from)"
+      " WHERE f.namespace = x.ns AND f.session_id = x.id AND f.path = x.path"
+      " AND f.valid_from = x.valid_from AND coalesce(f.valid_to, 0) = 0),"
       " bumped AS (UPDATE sessions s SET version = c.version, total_bytes = c.total_bytes,"
-      " file_count = c.file_count, updated_at = now() FROM c WHERE s.namespace = c.ns"
-      " AND s.session_id = c.id),"
+      " file_count = c.file_count, updated_at = now(),"
+      " manifest = substring($22::bytea FROM c.m_off::int FOR c.m_len::int),"
+      " manifest_version = c.version FROM c WHERE s.namespace = c.ns AND s.session_id = c.id),"
       " pruned AS (DELETE FROM files f USING c WHERE c.prune_to > 0 AND f.namespace = c.ns"
       " AND f.session_id = c.id AND f.valid_to IS NOT NULL AND f.valid_to <= c.prune_to),"
       " keys_pruned AS (DELETE FROM commit_keys k USING c WHERE c.prune_keys AND c.key <> ''"
@@ -113,11 +118,12 @@ void prepare_all(pqxx::connection_base& c) {
   // order (the sort runs below the row locks); then their current files and
   // the batch's idempotency keys in one more.
   c.prepare("batch_lock",
-            "SELECT namespace, session_id, owner, epoch, version FROM sessions"
+            "SELECT namespace, session_id, owner, epoch, version, manifest_version = version,"
+            " manifest FROM sessions"
             " WHERE (namespace, session_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
             " ORDER BY namespace, session_id FOR UPDATE");
   c.prepare("batch_read",
-            "SELECT false, namespace, session_id, path, size, 0::bigint FROM files"
+            "SELECT false, namespace, session_id, path, size, valid_from FROM files"
             " WHERE (namespace, session_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
             " AND valid_to IS NULL"
             " UNION ALL SELECT true, namespace, session_id, idempotency_key, version, epoch"
@@ -260,18 +266,76 @@ void fill_info(const pqxx::row& r, wire::SessionInfo& info) {
   info.set_updated_unix_ms(r[7].as<i64>());
 }
 
+// A session's current files as a commit needs them: path -> size (for the
+// plan) and path -> the version its row starts at (to close it by primary
+// key). Kept encoded in sessions.manifest, for the version in
+// sessions.manifest_version, so a commit need not read its files: an index
+// scan of the current files walks every row version the commits before it
+// closed until VACUUM clears them.
+struct Manifest {
+  std::map<std::string, std::uint64_t> sizes;
+  std::map<std::string, i64> from;
+
+  void add(std::string path, std::uint64_t size, i64 valid_from) {
+    from.emplace(path, valid_from);
+    sizes.emplace(std::move(path), size);
+  }
+};
+
+// "path\0valid_from\0size\0" per file (a path holds no NUL).
+std::string encode_manifest(const Manifest& m) {
+  std::string out;
+  for (const auto& [path, size] : m.sizes) {
+    out += path;
+    out += '\0';
+    out += std::to_string(m.from.at(path));
+    out += '\0';
+    out += std::to_string(size);
+    out += '\0';
+  }
+  return out;
+}
+
+Manifest decode_manifest(std::string_view in) {
+  Manifest m;
+  auto next = [&in]() {
+    const auto end = in.find('\0');
+    if (end == std::string_view::npos) throw StoreError(wire::INTERNAL, "corrupt session manifest");
+    auto part = in.substr(0, end);
+    in.remove_prefix(end + 1);
+    return part;
+  };
+  while (!in.empty()) {
+    std::string path(next());
+    const i64 from = std::stoll(std::string(next()));
+    const std::uint64_t size = std::stoull(std::string(next()));
+    m.add(std::move(path), size, from);
+  }
+  return m;
+}
+
 struct Locked {
   std::string owner;
   std::uint64_t epoch = 0;
   std::uint64_t version = 0;
+  std::optional<Manifest> manifest;  // when the stored one is of this version
 };
+
+// Columns from `at`: owner, epoch, version, manifest_version = version, manifest.
+Locked locked_from(const pqxx::row& r, int at) {
+  Locked l{r[at].as<std::string>(), r[at + 1].as<std::uint64_t>(), r[at + 2].as<std::uint64_t>(),
+           std::nullopt};
+  if (!r[at + 3].is_null() && r[at + 3].as<bool>() && !r[at + 4].is_null()) {
+    l.manifest = decode_manifest(pqxx::binarystring(r[at + 4]).str());
+  }
+  return l;
+}
 
 std::optional<Locked> lock_session(pqxx::transaction_base& t, const Scope& s,
                                    const std::string& id) {
   auto r = t.exec_prepared("session_lock", s.namespace_name, id);
   if (r.empty()) return std::nullopt;
-  return Locked{r[0][0].as<std::string>(), r[0][1].as<std::uint64_t>(),
-                r[0][2].as<std::uint64_t>()};
+  return locked_from(r[0], 0);
 }
 
 }  // namespace
@@ -293,9 +357,10 @@ struct BatchWrites {
   std::vector<std::string> ns, id, key, notice;
   std::vector<i64> version, total_bytes, file_count, prune_to, epoch;
   std::vector<bool> prune_keys;
+  std::vector<i64> manifest_offset, manifest_size;  // the new manifest, in blob
   // One per closed path.
   std::vector<std::string> close_ns, close_id, close_path;
-  std::vector<i64> close_version;
+  std::vector<i64> close_version, close_from;
   // One per new file; its content and then its sha256 sit in blob at offset
   // (1-based, as SQL's substring counts).
   std::vector<std::string> file_ns, file_id, file_path;
@@ -317,7 +382,8 @@ void flush_writes(pqxx::transaction_base& t, BatchWrites& w) {
                   int_array(w.file_version), int_array(w.file_kind), int_array(w.file_mode),
                   int_array(w.file_mtime), int_array(w.file_size), int_array(w.file_offset),
                   pqxx::binarystring(w.blob), kNotifyChannel, text_array(w.notice),
-                  bool_array(w.prune_keys));
+                  bool_array(w.prune_keys), int_array(w.manifest_offset),
+                  int_array(w.manifest_size), int_array(w.close_from));
   w = BatchWrites{};
 }
 
@@ -348,8 +414,20 @@ std::string changed_notice(const Scope& s, const std::string& id, i64 version,
                         .engine = s.engine_id});
 }
 
+// The session's files after the commit.
+Manifest manifest_after(const Manifest& before, const CommitPlan& plan, i64 next) {
+  Manifest after = before;
+  for (const auto& path : plan.close_paths) {
+    after.sizes.erase(path);
+    after.from.erase(path);
+  }
+  for (const auto& f : plan.inserts) after.add(f.entry->path(), f.entry->content().size(), next);
+  return after;
+}
+
 void gather_writes(BatchWrites& w, const Scope& s, const wire::CommitSession& req,
-                   const Limits& limits, const Locked& cur, const CommitPlan& plan, i64 next) {
+                   const Limits& limits, const Locked& cur, const Manifest& manifest,
+                   const CommitPlan& plan, i64 next) {
   const std::string& ns = s.namespace_name;
   const std::string& id = req.session_id();
   w.ns.push_back(ns);
@@ -367,7 +445,12 @@ void gather_writes(BatchWrites& w, const Scope& s, const wire::CommitSession& re
     w.close_id.push_back(id);
     w.close_path.push_back(path);
     w.close_version.push_back(next);
+    w.close_from.push_back(manifest.from.at(path));
   }
+  const std::string encoded = encode_manifest(manifest_after(manifest, plan, next));
+  w.manifest_offset.push_back(static_cast<i64>(w.blob.size()) + 1);
+  w.manifest_size.push_back(static_cast<i64>(encoded.size()));
+  w.blob += encoded;
   for (const auto& f : plan.inserts) {
     const auto& e = *f.entry;
     w.file_ns.push_back(ns);
@@ -389,8 +472,7 @@ void gather_writes(BatchWrites& w, const Scope& s, const wire::CommitSession& re
 // to it (for flush_writes) instead of sent.
 wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
                                 const wire::CommitSession& req, const Limits& limits,
-                                const Locked& locked, bool created,
-                                const std::map<std::string, std::uint64_t>& manifest,
+                                const Locked& locked, bool created, const Manifest& manifest,
                                 BatchWrites* gather = nullptr) {
   const std::string& ns = s.namespace_name;
   const std::string& id = req.session_id();
@@ -410,13 +492,13 @@ wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
     throw StoreError(std::move(e));
   }
 
-  const CommitPlan plan = plan_commit(req, manifest, limits);
+  const CommitPlan plan = plan_commit(req, manifest.sizes, limits);
 
   // Every check passed: from here on only writes. All but the last new file
   // are separate inserts; the rest of the commit is one statement.
   const i64 next = static_cast<i64>(cur->version) + 1;
   if (gather) {
-    gather_writes(*gather, s, req, limits, *cur, plan, next);
+    gather_writes(*gather, s, req, limits, *cur, manifest, plan, next);
     wire::CommitReply reply;
     reply.set_version(next);
     reply.set_epoch(cur->epoch);
@@ -430,6 +512,7 @@ wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
                     pqxx::binarystring(plan.inserts[i].sha256));
   }
   const std::string notice = changed_notice(s, id, next, cur->epoch);
+  const std::string after = encode_manifest(manifest_after(manifest, plan, next));
   const i64 prune_to = prune_horizon(next, limits);
   const std::string closes = text_array(plan.close_paths);
   const i64 size_total = static_cast<i64>(plan.total_bytes);
@@ -438,13 +521,13 @@ wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
   const std::string& key = req.idempotency_key();
   if (plan.inserts.empty()) {
     t.exec_prepared("commit_write_none", ns, id, next, closes, size_total, count, prune_to, key,
-                    epoch, kNotifyChannel, notice);
+                    epoch, kNotifyChannel, notice, pqxx::binarystring(after));
   } else {
     const auto& last = plan.inserts.back();
     const auto& e = *last.entry;
     t.exec_prepared("commit_write", ns, id, next, closes, size_total, count, prune_to, key, epoch,
-                    kNotifyChannel, notice, e.path(), static_cast<int>(e.kind()),
-                    static_cast<int>(e.mode() & 07777), e.mtime_ns(),
+                    kNotifyChannel, notice, pqxx::binarystring(after), e.path(),
+                    static_cast<int>(e.kind()), static_cast<int>(e.mode() & 07777), e.mtime_ns(),
                     static_cast<i64>(e.content().size()), pqxx::binarystring(e.content()),
                     pqxx::binarystring(last.sha256));
   }
@@ -501,9 +584,12 @@ wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
       return reply;  // nothing was written
     }
   }
-  std::map<std::string, std::uint64_t> manifest;
+  if (cur->manifest) return commit_locked(t, s, req, limits, *cur, created, *cur->manifest);
+  // Not stored for this version (a session from before migration 4, or
+  // written by an older release): read from its files.
+  Manifest manifest;
   for (const auto& row : t.exec_prepared("manifest", ns, id)) {
-    manifest.emplace(row[0].as<std::string>(), row[1].as<std::uint64_t>());
+    manifest.add(row[0].as<std::string>(), row[1].as<std::uint64_t>(), row[2].as<i64>());
   }
   return commit_locked(t, s, req, limits, *cur, created, manifest);
 }
@@ -531,28 +617,36 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
     }
   }
   // One statement locks every session of the batch, in (namespace, session)
-  // order like every batch; then, in a new snapshot that sees every commit
-  // that finished before we got the locks, one reads their manifests and keys.
+  // order like every batch, and returns their stored manifests; then, in a
+  // new snapshot that sees every commit that finished before we got the
+  // locks, one reads the batch's keys and the files of sessions without a
+  // manifest of their current version.
   std::map<SessionKey, Locked> locked;
-  std::map<SessionKey, std::map<std::string, std::uint64_t>> manifests;
   std::map<std::string, std::pair<i64, i64>> replays;
   BatchWrites writes;
   if (!nss.empty()) {
+    std::vector<std::string> read_nss, read_ids;
     for (const auto& row : t.exec_prepared("batch_lock", text_array(nss), text_array(ids))) {
-      locked.emplace(
-          SessionKey{row[0].as<std::string>(), row[1].as<std::string>()},
-          Locked{row[2].as<std::string>(), row[3].as<std::uint64_t>(), row[4].as<std::uint64_t>()});
+      auto it = locked
+                    .emplace(SessionKey{row[0].as<std::string>(), row[1].as<std::string>()},
+                             locked_from(row, 2))
+                    .first;
+      if (!it->second.manifest) {
+        it->second.manifest.emplace();  // filled below
+        read_nss.push_back(it->first.first);
+        read_ids.push_back(it->first.second);
+      }
     }
     for (const auto& row :
-         t.exec_prepared("batch_read", text_array(nss), text_array(ids), text_array(key_nss),
-                         text_array(key_ids), text_array(keys))) {
+         t.exec_prepared("batch_read", text_array(read_nss), text_array(read_ids),
+                         text_array(key_nss), text_array(key_ids), text_array(keys))) {
       auto ns = row[1].as<std::string>(), id = row[2].as<std::string>();
       if (row[0].as<bool>()) {
         replays[replay_key(ns, id, row[3].as<std::string>())] = {row[4].as<i64>(),
                                                                  row[5].as<i64>()};
       } else {
-        manifests[{std::move(ns), std::move(id)}].emplace(row[3].as<std::string>(),
-                                                          row[4].as<std::uint64_t>());
+        locked[{std::move(ns), std::move(id)}].manifest->add(
+            row[3].as<std::string>(), row[4].as<std::uint64_t>(), row[5].as<i64>());
       }
     }
   }
@@ -584,8 +678,8 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
           continue;
         }
       }
-      c.reply = commit_locked(t, *c.scope, *c.req, *c.limits, cur->second, false, manifests[key],
-                              &writes);
+      c.reply = commit_locked(t, *c.scope, *c.req, *c.limits, cur->second, false,
+                              *cur->second.manifest, &writes);
     } catch (const StoreError&) {
       c.error = std::current_exception();  // it wrote nothing; the others go on
       if (savepoint) t.exec("ROLLBACK TO SAVEPOINT create_commit");

@@ -12,7 +12,7 @@ namespace {
 // Arbitrary constant shared by every replica: "cook" in ASCII.
 constexpr long long kMigrationLockKey = 0x636f6f6b;
 
-constexpr std::array<const char*, 3> kMigrations{
+constexpr std::array<const char*, 4> kMigrations{
     // 1: sessions, file versions (history as valid_from/valid_to ranges, so a
     // commit writes only its changed files), idempotency keys of recent commits.
     R"sql(
@@ -72,6 +72,13 @@ CREATE INDEX commit_keys_by_version ON commit_keys (namespace, session_id, versi
 CREATE INDEX commit_keys_by_version_for_prune ON commit_keys (namespace, session_id, version)
   WHERE idempotency_key <> '';
 DROP INDEX commit_keys_by_version;
+)sql",
+    // 4: each session's current files (path, size, first version) stored
+    // with it, valid for manifest_version, so a commit reads no file rows.
+    // NULL (every session until its next commit) or an older version (a
+    // commit by an older release) means: read them from files.
+    R"sql(
+ALTER TABLE sessions ADD COLUMN manifest bytea, ADD COLUMN manifest_version bigint;
 )sql",
 };
 

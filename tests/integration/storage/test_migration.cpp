@@ -2,12 +2,15 @@
 // release left it) holding a session with history and idempotency keys is
 // migrated by a new service at start-up, and everything stored before keeps
 // working: retries replay, fetch of the current and older versions, new
-// commits (batched and alone), the prune index replaced.
+// commits (batched and alone), the prune index replaced, the manifest kept
+// with the session (and ignored once a commit by an older release made it
+// stale).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
 
 #include <barrier>
+#include <functional>
 #include <thread>
 
 #include "storage_fixture.hpp"
@@ -77,8 +80,10 @@ TEST_CASE("a database at schema 2 with stored sessions migrates and keeps workin
   psql(url, kOldSession);
 
   {
-    StorageServiceProcess svc(url);
-    CHECK(psql(url, "SELECT max(version) FROM schema_versions") == "3");
+    // One commit lane: commits arriving together share a transaction.
+    StorageServiceProcess svc(url, 0,
+                              {"--database-commit-lanes", "1", "--database-pool-size", "2"});
+    CHECK(psql(url, "SELECT max(version) FROM schema_versions") == "4");
     CHECK(psql(url,
                "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes"
                " WHERE tablename = 'commit_keys'") ==
@@ -102,21 +107,27 @@ TEST_CASE("a database at schema 2 with stored sessions migrates and keeps workin
     constexpr int kOthers = 8;
     std::vector<std::unique_ptr<WireConnection>> conns;
     for (int i = 0; i <= kOthers; ++i) conns.push_back(connect(svc.port(), "mig", "engine-a"));
-    std::barrier start(kOthers + 1);
-    std::vector<wire::Envelope> replies(kOthers + 1);
-    std::vector<std::thread> threads;
-    for (int i = 0; i <= kOthers; ++i) {
-      threads.emplace_back([&, i] {
-        auto req = i == 0
-                       ? commit_request("old", 1, 3, false, {file("cookies.txt", "four")}, {}, "k4")
-                       : commit_request("new-" + std::to_string(i), 0, 0, true,
-                                        {file("cookies.txt", "n")}, {}, "n1");
-        start.arrive_and_wait();
-        replies[i] = conns[i]->call(req, std::chrono::seconds(120));
-      });
-    }
-    for (auto& t : threads) t.join();
-    for (const auto& rep : replies) REQUIRE_MESSAGE(rep.has_commit_reply(), rep.DebugString());
+    // Commit i of `make` on connection i, all released together (a batch).
+    auto at_once = [&](const std::function<wire::Envelope(int)>& make) {
+      std::barrier start(kOthers + 1);
+      std::vector<wire::Envelope> replies(kOthers + 1);
+      std::vector<std::thread> threads;
+      for (int i = 0; i <= kOthers; ++i) {
+        threads.emplace_back([&, i] {
+          auto req = make(i);
+          start.arrive_and_wait();
+          replies[i] = conns[i]->call(req, std::chrono::seconds(120));
+        });
+      }
+      for (auto& t : threads) t.join();
+      for (const auto& rep : replies) REQUIRE_MESSAGE(rep.has_commit_reply(), rep.DebugString());
+      return replies;
+    };
+    auto replies = at_once([](int i) {
+      return i == 0 ? commit_request("old", 1, 3, false, {file("cookies.txt", "four")}, {}, "k4")
+                    : commit_request("new-" + std::to_string(i), 0, 0, true,
+                                     {file("cookies.txt", "n")}, {}, "n1");
+    });
     CHECK(replies[0].commit_reply().version() == 4);
     CHECK(content_at(*c, "old", 4, "cookies.txt") == "four");
     CHECK(content_at(*c, "old", 3, "cookies.txt") == "three");
@@ -129,6 +140,48 @@ TEST_CASE("a database at schema 2 with stored sessions migrates and keeps workin
       CHECK(r.commit_reply().replayed());
       CHECK(r.commit_reply().version() == version);
     }
+    // The manifest stored with the session is now of version 4. A commit by
+    // an older release (which does not keep it) makes it stale: the next
+    // commit must read the files instead, and close the right rows.
+    CHECK(psql(url, "SELECT manifest_version FROM sessions WHERE session_id = 'old'") == "4");
+    psql(url, R"sql(
+UPDATE files SET valid_to = 5 WHERE namespace = 'mig' AND session_id = 'old' AND valid_to IS NULL;
+INSERT INTO files VALUES
+  ('mig', 'old', 'cookies.txt', 5, NULL, 1, 384, 0, 5, 'older'::bytea, sha256('older'::bytea)),
+  ('mig', 'old', 'extra', 5, NULL, 1, 384, 0, 2, 'ex'::bytea, sha256('ex'::bytea));
+UPDATE sessions SET version = 5, total_bytes = 7, file_count = 2
+  WHERE namespace = 'mig' AND session_id = 'old';
+)sql");
+    // In a batch, with sessions whose stored manifests are current.
+    replies = at_once([](int i) {
+      return i == 0 ? commit_request("old", 1, 5, false, {file("cookies.txt", "six")}, {}, "k6")
+                    : commit_request("new-" + std::to_string(i), 1, 1, false,
+                                     {file("cookies.txt", "n2")}, {}, "n2");
+    });
+    CHECK(replies[0].commit_reply().version() == 6);
+    for (int i = 1; i <= kOthers; ++i) {
+      CHECK(replies[i].commit_reply().version() == 2);
+      CHECK(content_at(*c, "new-" + std::to_string(i), 2, "cookies.txt") == "n2");
+      CHECK(content_at(*c, "new-" + std::to_string(i), 1, "cookies.txt") == "n");
+    }
+    auto f = c->call(fetch_request("old"));
+    REQUIRE(f.has_fetch_reply());
+    CHECK(f.fetch_reply().info().total_bytes() == 5);
+    CHECK(f.fetch_reply().files_size() == 2);
+    CHECK(content_at(*c, "old", 6, "cookies.txt") == "six");
+    CHECK(content_at(*c, "old", 6, "extra") == "ex");
+    CHECK(content_at(*c, "old", 5, "cookies.txt") == "older");
+    CHECK(psql(url, "SELECT count(*) FROM files WHERE session_id = 'old' AND valid_to IS NULL") ==
+          "2");
+    // And the one after it uses the manifest stored again.
+    r = c->call(commit_request("old", 1, 6, false, {}, {"extra"}, "k7"));
+    REQUIRE_MESSAGE(r.has_commit_reply(), r.DebugString());
+    CHECK(psql(url, "SELECT manifest_version FROM sessions WHERE session_id = 'old'") == "7");
+    f = c->call(fetch_request("old"));
+    REQUIRE(f.has_fetch_reply());
+    REQUIRE(f.fetch_reply().files_size() == 1);
+    CHECK(f.fetch_reply().files(0).content() == "six");
+    CHECK(content_at(*c, "old", 6, "extra") == "ex");
   }
   psql(admin, "DROP DATABASE " + db);
 }

@@ -3,6 +3,7 @@
 
 #include <openssl/evp.h>
 
+#include <charconv>
 #include <set>
 
 #include "names.hpp"
@@ -84,6 +85,64 @@ CommitPlan plan_commit(const wire::CommitSession& req,
                                           " files would exceed limits.max_files_per_session");
   }
   return plan;
+}
+
+void Manifest::add(std::string path, std::uint64_t size, std::int64_t valid_from) {
+  from.emplace(path, valid_from);
+  sizes.emplace(std::move(path), size);
+}
+
+std::string encode_manifest(const Manifest& m) {
+  std::string out;
+  for (const auto& [path, size] : m.sizes) {
+    out += path;
+    out += '\0';
+    out += std::to_string(m.from.at(path));
+    out += '\0';
+    out += std::to_string(size);
+    out += '\0';
+  }
+  return out;
+}
+
+Manifest decode_manifest(std::string_view in) {
+  auto corrupt = [] { return StoreError(wire::INTERNAL, "corrupt session manifest"); };
+  auto next = [&] {
+    const auto end = in.find('\0');
+    if (end == std::string_view::npos) throw corrupt();
+    auto part = in.substr(0, end);
+    in.remove_prefix(end + 1);
+    return part;
+  };
+  auto number = [&](auto& value) {
+    const auto part = next();
+    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    if (ec != std::errc() || end != part.data() + part.size() || part.empty()) throw corrupt();
+  };
+  Manifest m;
+  while (!in.empty()) {
+    std::string path(next());
+    std::int64_t from = 0;
+    std::uint64_t size = 0;
+    number(from);
+    number(size);
+    if (path.empty()) throw corrupt();
+    m.add(std::move(path), size, from);
+  }
+  return m;
+}
+
+Manifest manifest_after(const Manifest& before, const CommitPlan& plan, std::int64_t version) {
+  Manifest after = before;
+  for (const auto& path : plan.close_paths) {
+    after.sizes.erase(path);
+    after.from.erase(path);
+  }
+  for (const auto& f : plan.inserts) {
+    after.sizes.insert_or_assign(f.entry->path(), f.entry->content().size());
+    after.from.insert_or_assign(f.entry->path(), version);
+  }
+  return after;
 }
 
 }  // namespace cookiefs::storage

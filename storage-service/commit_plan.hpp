@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cookiefs.pb.h"
@@ -41,5 +42,24 @@ CommitPlan plan_commit(const wire::CommitSession& req,
                        const std::map<std::string, std::uint64_t>& manifest, const Limits& limits);
 
 std::string sha256_of(const std::string& bytes);
+
+// A session's current files as a commit needs them: path -> size (for the
+// plan) and path -> the version its row starts at (to close it by primary
+// key). Stored encoded with the session (sessions.manifest), so a commit
+// need not read its file rows.
+struct Manifest {
+  std::map<std::string, std::uint64_t> sizes;
+  std::map<std::string, std::int64_t> from;
+
+  void add(std::string path, std::uint64_t size, std::int64_t valid_from);
+};
+
+// "path\0valid_from\0size\0" per file, in path order (a path holds no NUL).
+std::string encode_manifest(const Manifest& m);
+// Throws StoreError(INTERNAL) on anything encode_manifest does not produce.
+Manifest decode_manifest(std::string_view encoded);
+
+// The session's files once `plan` is written at `version`.
+Manifest manifest_after(const Manifest& before, const CommitPlan& plan, std::int64_t version);
 
 }  // namespace cookiefs::storage

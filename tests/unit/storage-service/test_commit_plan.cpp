@@ -99,3 +99,31 @@ TEST_CASE("plans enforce session limits and checksums") {
   good_sum.mutable_changed(0)->set_sha256(sha256_of("x"));
   CHECK(failure([&] { plan_commit(good_sum, {}, limits); }) == wire::ERROR_UNSPECIFIED);
 }
+
+TEST_CASE("a session's manifest survives encoding and follows its commits") {
+  Manifest m;
+  m.add("cookies.sqlite", 16384, 3);
+  m.add("dir/odd \"name\",{x}", 0, 1);
+  m.add("e", 7, 9'000'000'000);
+  const auto back = decode_manifest(encode_manifest(m));
+  CHECK(back.sizes == m.sizes);
+  CHECK(back.from == m.from);
+  CHECK(decode_manifest("").sizes.empty());
+  CHECK(encode_manifest(Manifest{}).empty());
+
+  // A commit replacing one file, deleting one and adding one, at version 10.
+  auto req = request({{"cookies.sqlite", "abc"}, {"new", "xy"}}, {"e"});
+  const auto plan = plan_commit(req, m.sizes, Limits{});
+  const auto after = manifest_after(m, plan, 10);
+  CHECK(after.sizes == std::map<std::string, std::uint64_t>{
+                           {"cookies.sqlite", 3}, {"dir/odd \"name\",{x}", 0}, {"new", 2}});
+  CHECK(after.from == std::map<std::string, std::int64_t>{
+                          {"cookies.sqlite", 10}, {"dir/odd \"name\",{x}", 1}, {"new", 10}});
+
+  // Anything else is refused, not misread.
+  using namespace std::string_literals;
+  for (const auto& bad : {"a"s, "a\0001\000"s, "a\000x\0002\000"s, "a\0001\0002"s,
+                          "\0001\0002\000"s, "a\000-\0002\000"s}) {
+    CHECK(failure([&] { decode_manifest(bad); }) == wire::INTERNAL);
+  }
+}

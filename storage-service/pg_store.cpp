@@ -140,6 +140,13 @@ void prepare_statements(pqxx::connection_base& conn) {
   // execution (the default's choice for them) cost a third of PostgreSQL's
   // CPU per commit.
   conn.set_variable("plan_cache_mode", "force_generic_plan");
+  // And every one of them is a look-up by key, best done with an index and
+  // nested loops. Before the first ANALYZE of a new database the generic
+  // plans of the batch statements chose sequential scans and hash joins,
+  // which got slower with every session added until autovacuum came by.
+  conn.set_variable("enable_seqscan", "off");
+  conn.set_variable("enable_hashjoin", "off");
+  conn.set_variable("enable_mergejoin", "off");
   prepare_pg_statements(conn);
 }
 

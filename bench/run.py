@@ -31,7 +31,8 @@ from targets import SOURCE_DIR, Teardown, log  # noqa: E402
 
 WORKLOADS = ["soup-db", "soup-db-sync", "chromium", "soup-text", "read-hot", "read-cold",
              "concurrent-64"]
-TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs", "cookiefs-wb"]
+TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs", "cookiefs-wb",
+           "passthrough_ll-cpu0", "cookiefs-wb-cpu0"]
 WORKLOAD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workload.py")
 
 
@@ -60,13 +61,19 @@ def make_targets(names, root, tmpfs_root, disk_root, stack, cookiefs_cache):
         elif name == "cookiefs-wb":
             cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
             made[name] = tg.CookiefsWriteback(root, stack, cache)
+        elif name == "cookiefs-wb-cpu0":
+            cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
+            made[name] = tg.CookiefsOneCpu(root, stack, cache)
+        elif name == "passthrough_ll-cpu0":
+            made[name] = tg.PassthroughOneCpu(root, tmpfs_root)
         else:
             raise SystemExit(f"bench: unknown target {name!r} (known: {', '.join(TARGETS)})")
     return made
 
 
 def run_workload(target, workload, round_no, p):
-    cmd = [sys.executable, WORKLOAD_SCRIPT, "--workload", workload, "--dir", target.dir,
+    pin = ["taskset", "-c", target.cpus] if target.cpus else []
+    cmd = [*pin, sys.executable, WORKLOAD_SCRIPT, "--workload", workload, "--dir", target.dir,
            "--reader-dir", target.reader_dir, "--session-prefix",
            f"{target.session_tag}r{round_no}-{workload}",
            "--budget", str(p["budget"]), "--min-ops", str(p["min_ops"]), "--max-ops",
@@ -180,7 +187,7 @@ def goals(results, svc):
     out = []
 
     def ratio_goal(label, workload, base, want):
-        for target in ("cookiefs", "cookiefs-wb"):
+        for target in ("cookiefs", "cookiefs-wb", "cookiefs-wb-cpu0"):
             r = (med(ratio_rounds(results, workload, target, base))
                  if target in results.get(workload, {}) else None)
             if r is None and target != "cookiefs":
@@ -203,7 +210,7 @@ def goals(results, svc):
     v = h.get("p99_us")
     out.append(("hand-off p99 ≤ 20 ms", "not measured" if v is None else fmt_time(v),
                 None if v is None else v <= 20000))
-    for target in ("cookiefs", "cookiefs-wb"):
+    for target in ("cookiefs", "cookiefs-wb", "cookiefs-wb-cpu0"):
         cold = results.get("read-cold", {}).get(target, {})
         v = med([x["p50_us"] for x in cold.values()])
         if v is None and target != "cookiefs":

@@ -129,6 +129,9 @@ class Target:
     # Prefix of the session ids a workload creates: targets sharing one
     # storage service must not meet each other's sessions.
     session_tag = ""
+    # CPU list (taskset -c) for the filesystem's daemon and the workload
+    # process; None lets the scheduler place both.
+    cpus = None
 
     def __init__(self, root):
         self.root = root
@@ -196,17 +199,24 @@ class Passthrough(Target):
 
     def start(self, teardown):
         exe = compile_passthrough_ll(os.path.join(self.root, "bin"))
-        src = os.path.join(self.tmpfs_root, "passthrough-src")
+        src = os.path.join(self.tmpfs_root, f"{self.name}-src")
         os.makedirs(src)
         opts = f"source={src},cache=always,writeback"
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         views = []
         for view in ("a", "b"):
-            mnt = os.path.join(self.root, "mnt", f"passthrough-{view}")
-            fuse_mount([exe, "-f", "-o", opts, mnt], mnt,
-                       os.path.join(self.root, "logs", f"passthrough-{view}.log"), teardown,
-                       f"passthrough_ll {view}")
+            mnt = os.path.join(self.root, "mnt", f"{self.name}-{view}")
+            fuse_mount([*pin, exe, "-f", "-o", opts, mnt], mnt,
+                       os.path.join(self.root, "logs", f"{self.name}-{view}.log"), teardown,
+                       f"{self.name} {view}")
             views.append(mnt)
         self.dir, self.reader_dir = views
+
+
+class PassthroughOneCpu(Passthrough):
+    """The floor with its daemon and the workload on one CPU (see CookiefsOneCpu)."""
+    name = "passthrough_ll-cpu0"
+    cpus = "0"
 
 
 class Sshfs(Target):
@@ -302,14 +312,16 @@ class CookiefsStack:
             return f"storage-service exited with {self.proc.returncode}{tail(self.log_path, 3)}"
         return None
 
-    def mount(self, teardown, view, cache_root, extra=()):
-        """Starts a cookiefs mount with engine id bench-<view>; returns (path, proc, metrics)."""
+    def mount(self, teardown, view, cache_root, extra=(), cpus=None):
+        """Starts a cookiefs mount with engine id bench-<view> (on CPUs `cpus`, a
+        taskset list, if given); returns (path, proc, metrics)."""
         mnt = os.path.join(self.root, "mnt", f"cookiefs-{view}")
         cache = os.path.join(cache_root, f"cookiefs-cache-{view}")
         os.makedirs(cache)
         metrics_port = free_port()
         log_path = os.path.join(self.root, "logs", f"cookiefs-{view}.log")
-        proc = fuse_mount([self.binary("cookiefs"), "--storage", self.storage, "--engine-id",
+        pin = ["taskset", "-c", cpus] if cpus else []
+        proc = fuse_mount([*pin, self.binary("cookiefs"), "--storage", self.storage, "--engine-id",
                            f"bench-{view}", "--cache-dir", cache, "--metrics-listen",
                            f"127.0.0.1:{metrics_port}", *extra, "-f", mnt], mnt, log_path,
                           teardown, f"cookiefs {view}")
@@ -332,9 +344,9 @@ class Cookiefs(Target):
     def start(self, teardown):
         a, b = self.views
         self.dir, self.proc_a, metrics_a = self.stack.mount(teardown, a, self.cache_root,
-                                                            self.extra)
+                                                            self.extra, self.cpus)
         self.reader_dir, self.proc_b, metrics_b = self.stack.mount(teardown, b, self.cache_root,
-                                                                   self.extra)
+                                                                   self.extra, self.cpus)
         self.metrics = [metrics_a, metrics_b]
 
 
@@ -347,3 +359,15 @@ class CookiefsWriteback(Cookiefs):
 
     def failure(self):
         return self.stack.failure()
+
+
+class CookiefsOneCpu(CookiefsWriteback):
+    """cookiefs-wb with its daemon and the workload process on CPU 0. A FUSE
+    request wakes a daemon thread and its reply wakes the application; on this
+    VM (halt polling off) a wake-up on the other, halted vCPU costs more than
+    the work. On one CPU both are plain context switches. An operator gets the
+    same with taskset or a shared cgroup cpuset for the engine and the mount."""
+    name = "cookiefs-wb-cpu0"
+    views = ("pa", "pb")
+    session_tag = "wp."
+    cpus = "0"

@@ -49,15 +49,27 @@ Inode& make_file(InodeTable& inodes, int dir, const char* name, struct stat& st)
   return inodes.remember(path_fd, st, NodeKind::entry, nullptr, 1);
 }
 
+// A mount's table and spares over a temp cache dir with one session dir.
+struct Mount {
+  TempDir tmp;
+  InodeTable inodes{{}};
+  SpareFiles spares;
+  int session = -1;
+  Mount() {
+    spares.open((tmp.path / "spare").string(), inodes);
+    inodes.on_spare_released = [this](const std::string& s) { spares.released(s); };
+    session = dir_fd(tmp.path / "session");
+  }
+  ~Mount() { ::close(session); }
+};
+
 }  // namespace
 
 TEST_CASE("a kept file is reused only after the kernel forgets it, empty and with a new mode") {
-  TempDir tmp;
-  InodeTable inodes({});
-  SpareFiles spares;
-  spares.open((tmp.path / "spare").string(), inodes);
-  inodes.on_spare_released = [&](const std::string& s) { spares.released(s); };
-  const int session = dir_fd(tmp.path / "session");
+  Mount m;
+  InodeTable& inodes = m.inodes;
+  SpareFiles& spares = m.spares;
+  const int session = m.session;
 
   struct stat st;
   Inode& journal = make_file(inodes, session, "db-journal", st);
@@ -84,16 +96,13 @@ TEST_CASE("a kept file is reused only after the kernel forgets it, empty and wit
         }()));
   ::close(fd);
   CHECK(spares.reusable() == 0);
-  ::close(session);
 }
 
 TEST_CASE("a spare never replaces an existing name, and set-id bits are dropped") {
-  TempDir tmp;
-  InodeTable inodes({});
-  SpareFiles spares;
-  spares.open((tmp.path / "spare").string(), inodes);
-  inodes.on_spare_released = [&](const std::string& s) { spares.released(s); };
-  const int session = dir_fd(tmp.path / "session");
+  Mount m;
+  InodeTable& inodes = m.inodes;
+  SpareFiles& spares = m.spares;
+  const int session = m.session;
 
   struct stat st;
   Inode& old = make_file(inodes, session, "a", st);
@@ -114,7 +123,6 @@ TEST_CASE("a spare never replaces an existing name, and set-id bits are dropped"
   REQUIRE(::fstat(fd, &c) == 0);
   CHECK((c.st_mode & 06000) == 0);
   ::close(fd);
-  ::close(session);
 }
 
 TEST_CASE("without a usable spare dir, nothing is kept") {

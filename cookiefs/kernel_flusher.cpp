@@ -2,7 +2,6 @@
 #include "kernel_flusher.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -55,25 +54,13 @@ bool write_back_node(int root, std::uint64_t node) {
 
 [[noreturn]] void child_main(const char* mountpoint) {
   static Request req;
-  // Opening the root costs an OPENDIR and a RELEASEDIR, and a snapshot at
-  // rest flushes twice: the root stays open while requests keep coming and
-  // is closed after kIdleMs without one, so an idle mount is not kept busy
-  // for umount.
-  constexpr int kIdleMs = 200;
-  int root = -1;
   for (;;) {
-    pollfd wait{kChildSocket, POLLIN, 0};
-    const int ready = ::poll(&wait, 1, root >= 0 ? kIdleMs : -1);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) {
-      ::close(root);
-      root = -1;
-      continue;
-    }
     const ssize_t n = ::recv(kChildSocket, &req, sizeof req, 0);
     if (n <= 0) ::_exit(0);  // the daemon is gone
-    if (root < 0) root = ::open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     bool ok = true;
+    // Opening the root costs an OPENDIR and a RELEASEDIR; holding it open
+    // would make the mount busy for umount.
+    const int root = ::open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) {
       ok = false;
     } else if (req.op == kSyncAll) {
@@ -82,6 +69,7 @@ bool write_back_node(int root, std::uint64_t node) {
       const std::uint32_t count = std::min(req.count, kMaxNodes);
       for (std::uint32_t i = 0; i < count; ++i) ok = write_back_node(root, req.nodes[i]) && ok;
     }
+    if (root >= 0) ::close(root);
     const char answer = ok ? 1 : 0;
     if (::send(kChildSocket, &answer, 1, MSG_NOSIGNAL) != 1) ::_exit(0);
   }

@@ -16,7 +16,8 @@
 // failing, a spare gone) falls back to a plain unlink or create. The spare
 // dir is emptied at start-up.
 //
-// Thread-safety: all methods may be called from any thread (one mutex).
+// Thread-safety: open() before serving; then every method may be called from
+// any thread (one mutex; the spare dir's descriptor is fixed by open()).
 #pragma once
 
 #include <sys/stat.h>

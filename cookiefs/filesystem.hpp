@@ -90,6 +90,8 @@ struct Filesystem {
   const bool writeback;
   // While the FUSE loop runs (flush_kernel_pages would wait forever after).
   std::atomic<bool> serving{false};
+  // WRITE requests served so far (the stop waits until they settle).
+  std::atomic<std::uint64_t> writes_served{0};
 
   // Makes the kernel write back every dirty page of `s`'s files and waits
   // for it (KernelFlusher: open_by_handle_at + sync_file_range through the

@@ -158,6 +158,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
     check(static_cast<int>(n));
     if (growth > 0) s.bytes += growth;
     m.done();
+    ++fs.writes_served;
     fuse_reply_write(req, static_cast<size_t>(n));
   });
 }

@@ -148,13 +148,24 @@ void poke(const std::string& mountpoint) {
 // connection first (they would be lost): while the loop still serves, a
 // syncfs of the whole mount writes them back.
 void stop_on_signal(const sigset_t& termination, fuse_session* se, const MountConfig& cfg,
-                    KernelFlusher& flusher, const std::atomic<bool>& loop_done) {
+                    KernelFlusher& flusher, const std::atomic<bool>& loop_done,
+                    const std::atomic<std::uint64_t>& writes_served) {
   int sig = 0;
   ::sigwait(&termination, &sig);
   if (loop_done) return;
   spdlog::info("stopping on signal {}", sig);
-  if (cfg.writeback_cache && !flusher.sync_all()) {
-    spdlog::warn("stopping: writing the kernel's dirty pages back failed");
+  if (cfg.writeback_cache) {
+    if (!flusher.sync_all()) spdlog::warn("stopping: writing the kernel's dirty pages back failed");
+    // syncfs may return while WRITEs it started still wait in the kernel's
+    // queue for a worker (seen under CPU load: the page written just before
+    // SIGTERM was lost). Keep serving until no WRITE came for a while.
+    constexpr auto kQuiet = std::chrono::milliseconds(50);
+    std::uint64_t seen = writes_served;
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(kQuiet);
+      if (writes_served == seen) break;
+      seen = writes_served;
+    }
   }
   fuse_session_exit(se);
   poke(cfg.mountpoint);  // wakes a worker blocked in read(), which then sees the exit
@@ -387,7 +398,8 @@ int run(int argc, char** argv) {
   spdlog::info("cookiefs {} serving (engine {}, affinity {}, {} cached sessions)", COOKIEFS_VERSION,
                cfg.engine_id, cfg.affinity, sessions.list().size());
   std::atomic<bool> loop_done{false};
-  std::thread stopper([&] { stop_on_signal(termination, se, cfg, flusher, loop_done); });
+  std::thread stopper(
+      [&] { stop_on_signal(termination, se, cfg, flusher, loop_done, fs.writes_served); });
   int rc;
   {
     Sampler sampler(*metrics, sessions, queue);

@@ -72,9 +72,8 @@ def make_targets(names, root, tmpfs_root, disk_root, stack, cookiefs_cache):
 
 
 def run_workload(target, workload, round_no, p):
-    pin = ["taskset", "-c", target.cpus] if target.cpus else []
-    cmd = [*pin, sys.executable, WORKLOAD_SCRIPT, "--workload", workload, "--dir", target.dir,
-           "--reader-dir", target.reader_dir, "--session-prefix",
+    cmd = [*tg.pinned(target.cpus), sys.executable, WORKLOAD_SCRIPT, "--workload", workload,
+           "--dir", target.dir, "--reader-dir", target.reader_dir, "--session-prefix",
            f"{target.session_tag}r{round_no}-{workload}",
            "--budget", str(p["budget"]), "--min-ops", str(p["min_ops"]), "--max-ops",
            str(p["max_ops"]), "--cold-sessions", str(p["cold_sessions"])]

@@ -79,6 +79,11 @@ def wait_for(predicate, what, proc=None, log_path=None, timeout=START_TIMEOUT):
         time.sleep(0.05)
 
 
+def pinned(cpus):
+    """Command prefix that runs a program on CPU list `cpus` (taskset -c); none for None."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 def tail(path, n=15):
     if not path or not os.path.exists(path):
         return ""
@@ -202,11 +207,10 @@ class Passthrough(Target):
         src = os.path.join(self.tmpfs_root, f"{self.name}-src")
         os.makedirs(src)
         opts = f"source={src},cache=always,writeback"
-        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         views = []
         for view in ("a", "b"):
             mnt = os.path.join(self.root, "mnt", f"{self.name}-{view}")
-            fuse_mount([*pin, exe, "-f", "-o", opts, mnt], mnt,
+            fuse_mount([*pinned(self.cpus), exe, "-f", "-o", opts, mnt], mnt,
                        os.path.join(self.root, "logs", f"{self.name}-{view}.log"), teardown,
                        f"{self.name} {view}")
             views.append(mnt)
@@ -320,9 +324,8 @@ class CookiefsStack:
         os.makedirs(cache)
         metrics_port = free_port()
         log_path = os.path.join(self.root, "logs", f"cookiefs-{view}.log")
-        pin = ["taskset", "-c", cpus] if cpus else []
-        proc = fuse_mount([*pin, self.binary("cookiefs"), "--storage", self.storage, "--engine-id",
-                           f"bench-{view}", "--cache-dir", cache, "--metrics-listen",
+        proc = fuse_mount([*pinned(cpus), self.binary("cookiefs"), "--storage", self.storage,
+                           "--engine-id", f"bench-{view}", "--cache-dir", cache, "--metrics-listen",
                            f"127.0.0.1:{metrics_port}", *extra, "-f", mnt], mnt, log_path,
                           teardown, f"cookiefs {view}")
         wait_for(lambda: os.path.isdir(os.path.join(mnt, ".cookiefs")), f"cookiefs {view}", proc,

@@ -32,7 +32,8 @@ from targets import SOURCE_DIR, Teardown, log  # noqa: E402
 WORKLOADS = ["soup-db", "soup-db-sync", "chromium", "soup-text", "read-hot", "read-cold",
              "concurrent-64"]
 TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs", "cookiefs-wb",
-           "passthrough_ll-cpu0", "cookiefs-wb-cpu0"]
+           "cookiefs-wb-uring", "passthrough_ll-cpu0", "cookiefs-wb-cpu0"]
+COOKIEFS_TARGETS = ("cookiefs", "cookiefs-wb", "cookiefs-wb-uring", "cookiefs-wb-cpu0")
 WORKLOAD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workload.py")
 
 
@@ -61,6 +62,9 @@ def make_targets(names, root, tmpfs_root, disk_root, stack, cookiefs_cache):
         elif name == "cookiefs-wb":
             cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
             made[name] = tg.CookiefsWriteback(root, stack, cache)
+        elif name == "cookiefs-wb-uring":
+            cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
+            made[name] = tg.CookiefsUring(root, stack, cache)
         elif name == "cookiefs-wb-cpu0":
             cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
             made[name] = tg.CookiefsOneCpu(root, stack, cache)
@@ -186,7 +190,7 @@ def goals(results, svc):
     out = []
 
     def ratio_goal(label, workload, base, want):
-        for target in ("cookiefs", "cookiefs-wb", "cookiefs-wb-cpu0"):
+        for target in COOKIEFS_TARGETS:
             r = (med(ratio_rounds(results, workload, target, base))
                  if target in results.get(workload, {}) else None)
             if r is None and target != "cookiefs":
@@ -209,7 +213,7 @@ def goals(results, svc):
     v = h.get("p99_us")
     out.append(("hand-off p99 ≤ 20 ms", "not measured" if v is None else fmt_time(v),
                 None if v is None else v <= 20000))
-    for target in ("cookiefs", "cookiefs-wb", "cookiefs-wb-cpu0"):
+    for target in COOKIEFS_TARGETS:
         cold = results.get("read-cold", {}).get(target, {})
         v = med([x["p50_us"] for x in cold.values()])
         if v is None and target != "cookiefs":

@@ -364,6 +364,16 @@ class CookiefsWriteback(Cookiefs):
         return self.stack.failure()
 
 
+class CookiefsUring(CookiefsWriteback):
+    """cookiefs-wb served through FUSE over io_uring (fuse.io_uring: true):
+    each request is queued on a ring of the CPU its caller runs on and served
+    by a mount thread pinned there, with no placement of the workload."""
+    name = "cookiefs-wb-uring"
+    views = ("ua", "ub")
+    session_tag = "wu."
+    extra = ("--fuse-writeback-cache", "--fuse-io-uring")
+
+
 class CookiefsOneCpu(CookiefsWriteback):
     """cookiefs-wb with its daemon and the workload process on CPU 0. A FUSE
     request wakes a daemon thread and its reply wakes the application; on this

@@ -23,12 +23,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "commit_queue.hpp"
 #include "control_server.hpp"
 #include "filesystem.hpp"
+#include "fuse_uring.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "mount_config.hpp"
@@ -149,7 +151,7 @@ void poke(const std::string& mountpoint) {
 // syncfs of the whole mount writes them back.
 void stop_on_signal(const sigset_t& termination, fuse_session* se, const MountConfig& cfg,
                     KernelFlusher& flusher, const std::atomic<bool>& loop_done,
-                    const std::atomic<std::uint64_t>& writes_served) {
+                    const std::atomic<std::uint64_t>& writes_served, UringTransport* uring) {
   int sig = 0;
   ::sigwait(&termination, &sig);
   if (loop_done) return;
@@ -168,13 +170,15 @@ void stop_on_signal(const sigset_t& termination, fuse_session* se, const MountCo
     }
   }
   fuse_session_exit(se);
-  poke(cfg.mountpoint);  // wakes a worker blocked in read(), which then sees the exit
+  poke(cfg.mountpoint);              // wakes a worker blocked in read(), which then sees the exit
+  if (uring) uring->wake_classic();  // with rings the poke is served by a ring
 }
 
 // Publishes gauges that are cheaper to sample than to maintain.
 class Sampler {
  public:
-  Sampler(Metrics& m, SessionCache& s, CommitQueue& q) : m_(m), s_(s), q_(q) {
+  Sampler(Metrics& m, SessionCache& s, CommitQueue& q, const UringTransport* u)
+      : m_(m), s_(s), q_(q), u_(u) {
     thread_ = std::thread([this] { run(); });
   }
   ~Sampler() {
@@ -190,6 +194,7 @@ class Sampler {
   void run() {
     std::unique_lock lock(mu_);
     std::uint64_t quarantined = 0;
+    std::uint64_t uring_served = 0;
     while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; })) {
       const auto sessions = s_.list();
       std::uint64_t dirty = 0;
@@ -200,11 +205,17 @@ class Sampler {
       const std::uint64_t q = s_.counters.quarantined;
       m_.quarantined->Increment(static_cast<double>(q - quarantined));
       quarantined = q;
+      if (u_) {
+        const std::uint64_t u = u_->served();
+        m_.uring_requests->Increment(static_cast<double>(u - uring_served));
+        uring_served = u;
+      }
     }
   }
   Metrics& m_;
   SessionCache& s_;
   CommitQueue& q_;
+  const UringTransport* u_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -309,10 +320,32 @@ int run(int argc, char** argv) {
   // Termination signals are taken by stop_on_signal (sigwait), not by
   // libfuse's handlers: the stop must write dirty pages back while serving.
   std::signal(SIGPIPE, SIG_IGN);
+  // The kernel offers the rings in the INIT it sends while mounting.
+  bool use_uring = false;
+  if (cfg.io_uring) {
+    if (const auto why = UringTransport::unavailable_reason(true); !why.empty()) {
+      spdlog::warn("fuse.io_uring: {}; serving through /dev/fuse", why);
+    } else {
+      use_uring = true;
+    }
+  }
   if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
     std::cerr << "cookiefs: mounting failed\n";
     fuse_session_destroy(se);
     return kExitRuntime;
+  }
+  // Its queue threads start at INIT, after the fork below.
+  std::optional<UringTransport> uring;
+  if (use_uring) {
+    {
+      try {
+        uring.emplace(se, UringTransport::Options{});
+        uring->install();
+      } catch (const std::exception& e) {
+        spdlog::warn("fuse.io_uring: {}; serving through /dev/fuse", e.what());
+        uring.reset();
+      }
+    }
   }
   // Threads do not survive the fork: everything that runs one starts after it.
   fuse_daemonize(cfg.foreground ? 1 : 0);
@@ -398,11 +431,13 @@ int run(int argc, char** argv) {
   spdlog::info("cookiefs {} serving (engine {}, affinity {}, {} cached sessions)", COOKIEFS_VERSION,
                cfg.engine_id, cfg.affinity, sessions.list().size());
   std::atomic<bool> loop_done{false};
-  std::thread stopper(
-      [&] { stop_on_signal(termination, se, cfg, flusher, loop_done, fs.writes_served); });
+  std::thread stopper([&] {
+    stop_on_signal(termination, se, cfg, flusher, loop_done, fs.writes_served,
+                   uring ? &*uring : nullptr);
+  });
   int rc;
   {
-    Sampler sampler(*metrics, sessions, queue);
+    Sampler sampler(*metrics, sessions, queue, uring ? &*uring : nullptr);
     fuse_loop_config* loop = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(cfg.fuse_threads));
     fs.serving = true;
@@ -414,6 +449,10 @@ int run(int argc, char** argv) {
   spdlog::info("stopping: unmounting and committing what is pending");
   control.stop();
   fuse_session_unmount(se);
+  if (uring) {
+    uring->stop();
+    spdlog::info("fuse io_uring: {} requests served through the rings", uring->served());
+  }
   // After the unmount: the poke's OPENDIR is read by the exiting loop but
   // never answered, and only the closed connection ends it. Unmounted from
   // outside, the stopper still waits for its signal.

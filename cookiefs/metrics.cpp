@@ -76,6 +76,11 @@ Metrics::Metrics(const std::string& listen) : registry_(std::make_shared<prometh
                      .Help("Snapshots kept aside because they could not be committed")
                      .Register(*registry_)
                      .Add({});
+  uring_requests = &BuildCounter()
+                        .Name("cookiefs_fuse_io_uring_requests_total")
+                        .Help("FUSE requests served through io_uring rings (fuse.io_uring)")
+                        .Register(*registry_)
+                        .Add({});
   BuildGauge()
       .Name("cookiefs_build_info")
       .Help("Build identity")

@@ -65,6 +65,7 @@ class Metrics {
   prometheus::Gauge* storage_connected;
   prometheus::Counter* events;
   prometheus::Counter* quarantined;
+  prometheus::Counter* uring_requests;
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

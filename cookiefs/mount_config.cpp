@@ -40,6 +40,9 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
   s.add("fuse.writeback_cache", &c.writeback_cache,
         "kernel writeback cache: writes are cached by the kernel and forced back before each "
         "snapshot (false: write-through, every write is a request)");
+  s.add("fuse.io_uring", &c.io_uring,
+        "FUSE over io_uring (Linux 6.14+): requests served on the caller's CPU; switches the "
+        "kernel's fuse.enable_uring on when it is off (root)");
   s.add("fuse.allow_other", &c.allow_other, "let other users access the mount");
   s.add("affinity", &c.affinity,
         "strict: only the NM-assigned owner writes; auto: the first writer claims an unowned "

@@ -34,6 +34,7 @@ struct MountConfig {
   std::chrono::milliseconds negative_session_timeout{1000};
   std::int64_t fuse_threads = 8;
   bool writeback_cache = false;
+  bool io_uring = false;
   bool allow_other = false;
   std::string log_level = "info";
   // strict: only the owner the NM assigned writes; auto: the first writer of

@@ -36,6 +36,7 @@ STOP_TIMEOUT = 20.0
 
 # The commit timing every mount gets unless a test says otherwise.
 WRITEBACK = os.environ.get("COOKIEFS_TEST_WRITEBACK") == "1"
+IO_URING = os.environ.get("COOKIEFS_TEST_IO_URING") == "1"
 COMMIT_DELAY = "20ms"
 COMMIT_MAX_LAG_S = 1.0
 # How long a test waits for an asynchronous commit to become visible elsewhere.
@@ -143,8 +144,9 @@ class Mount:
 
     def command(self):
         cmd = [binary("cookiefs"), "--storage", f"127.0.0.1:{self.stack.storage_port}",
-               "--engine-id", self.engine_id, "--cache-dir", self.cache_dir,
-               "--metrics-listen", ""]
+               "--engine-id", self.engine_id, "--cache-dir", self.cache_dir]
+        if "metrics-listen" not in self.options:
+            cmd += ["--metrics-listen", ""]
         for key, value in self.options.items():
             cmd += [f"--{key}"] if value is True else [f"--{key}", str(value)]
         return cmd + ["-f", self.path]
@@ -227,6 +229,9 @@ class Stack:
         # writeback cache (fuse.writeback_cache: true).
         if WRITEBACK:
             self.mount_options["fuse-writeback-cache"] = True
+        # The *.io_uring entries: FUSE over io_uring (fuse.io_uring: true).
+        if IO_URING:
+            self.mount_options["fuse-io-uring"] = True
         self.mount_options.update(mount_options or {})
         self._engine_seq = 0
 

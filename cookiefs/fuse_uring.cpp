@@ -1,0 +1,534 @@
+// UringTransport; see fuse_uring.hpp. The kernel side is fs/fuse/dev_uring.c
+// (Linux 6.14+); its ABI is declared here because Debian 12's kernel headers
+// predate it.
+#include "fuse_uring.hpp"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace cookiefs {
+namespace {
+
+// --- kernel ABI (include/uapi/linux/fuse.h, protocol 7.42) ---
+struct InHeader {
+  std::uint32_t len;
+  std::uint32_t opcode;
+  std::uint64_t unique;
+  std::uint64_t nodeid;
+  std::uint32_t uid, gid, pid;
+  std::uint16_t total_extlen, padding;
+};
+static_assert(sizeof(InHeader) == 40);
+struct OutHeader {
+  std::uint32_t len;
+  std::int32_t error;
+  std::uint64_t unique;
+};
+static_assert(sizeof(OutHeader) == 16);
+constexpr std::uint32_t kOpInit = 26;
+constexpr std::uint32_t kInitExt = 1u << 30;             // flags
+constexpr std::uint32_t kMaxPages = 1u << 22;            // flags
+constexpr std::uint32_t kOverIoUring = 1u << (41 - 32);  // flags2
+// Offsets in fuse_init_in / fuse_init_out.
+constexpr std::size_t kInitInFlags = 12, kInitInFlags2 = 16;
+constexpr std::size_t kInitOutFlags = 12, kInitOutMaxWrite = 20, kInitOutMaxPages = 28,
+                      kInitOutFlags2 = 36;
+
+constexpr std::size_t kHeaderArea = 128;  // FUSE_URING_IN_OUT_HEADER_SZ, FUSE_URING_OP_IN_OUT_SZ
+struct RingEntInOut {
+  std::uint64_t flags;
+  std::uint64_t commit_id;
+  std::uint32_t payload_sz;
+  std::uint32_t padding;
+  std::uint64_t reserved;
+};
+struct RingReqHeader {
+  char in_out[kHeaderArea];
+  char op_in[kHeaderArea];
+  RingEntInOut ent;
+};
+struct CmdReq {
+  std::uint64_t flags;
+  std::uint64_t commit_id;
+  std::uint16_t qid;
+  std::uint8_t padding[6];
+};
+constexpr std::uint32_t kCmdRegister = 1;
+constexpr std::uint32_t kCmdCommitAndFetch = 2;
+
+constexpr const char* kEnableParam = "/sys/module/fuse/parameters/enable_uring";
+constexpr std::uint64_t kWakeTag = 1;  // user_data of the eventfd read (entries are pointers)
+
+std::string read_line(const char* path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+// Highest possible CPU + 1 (the kernel makes one queue per possible CPU).
+unsigned possible_cpus() {
+  const std::string s = read_line("/sys/devices/system/cpu/possible");  // "0-1", "0-3,6"
+  unsigned highest = 0;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    std::size_t end = i;
+    while (end < s.size() && s[end] >= '0' && s[end] <= '9') ++end;
+    if (end > i)
+      highest = std::max(highest, static_cast<unsigned>(std::stoul(s.substr(i, end - i))));
+    i = end + 1;
+  }
+  return s.empty() ? static_cast<unsigned>(std::thread::hardware_concurrency()) : highest + 1;
+}
+
+template <class T>
+T load(const void* base, std::size_t off) {
+  T v;
+  std::memcpy(&v, static_cast<const char*>(base) + off, sizeof v);
+  return v;
+}
+template <class T>
+void store(void* base, std::size_t off, T v) {
+  std::memcpy(static_cast<char*>(base) + off, &v, sizeof v);
+}
+
+}  // namespace
+
+struct UringTransport::Impl {
+  struct Queue;
+
+  // One ring entry: the kernel writes a request's headers into `header` and
+  // its payload at buf + kHeaderArea + sizeof(InHeader); the op header is
+  // copied in front of the payload so libfuse sees one contiguous request.
+  struct Entry {
+    Queue* queue = nullptr;
+    alignas(8) RingReqHeader header{};
+    std::vector<char> buf;  // [room for in header + op header][payload]
+    iovec iov[2]{};
+    std::uint64_t unique = 0;
+    bool registering = true;
+    bool done = false;
+    char* payload() { return buf.data() + sizeof(InHeader) + kHeaderArea; }
+  };
+
+  struct Queue {
+    Impl* impl = nullptr;
+    unsigned qid = 0;
+    io_uring ring{};
+    bool ring_ok = false;
+    int wake_fd = -1;
+    std::uint64_t wake_value = 0;
+    std::mutex mu;                // the submission queue; pending
+    std::vector<Entry*> pending;  // replies from other threads, to commit
+    std::vector<Entry*> own;      // this thread's replies, committed after the handler
+    std::vector<std::unique_ptr<Entry>> entries;
+    std::thread thread;
+  };
+
+  fuse_session* se = nullptr;
+  Options options;
+  UringTransport* owner = nullptr;
+  int fd = -1;
+  int classic_wake = -1;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::uint64_t> init_unique{0};
+  std::atomic<bool> kernel_offers{false};
+  std::size_t max_payload = 0;
+  std::mutex inflight_mu;
+  std::unordered_map<std::uint64_t, Entry*> inflight;
+  std::mutex queues_mu;
+  std::vector<std::unique_ptr<Queue>> queues;
+
+  static inline Impl* instance = nullptr;  // libfuse hands the hooks the fs userdata
+  static inline thread_local Queue* current = nullptr;
+
+  // --- custom I/O hooks ---
+  static ssize_t read_hook(int fd, void* buf, size_t len, void*) {
+    Impl& self = *instance;
+    for (;;) {
+      pollfd p[2] = {{fd, POLLIN, 0}, {self.classic_wake, POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return -1;
+      }
+      if (p[1].revents & POLLIN) {
+        errno = EINTR;  // the loop re-checks fuse_session_exited
+        return -1;
+      }
+      const ssize_t n = ::read(fd, buf, len);
+      if (n < 0 && errno == EAGAIN) continue;  // another reader took it
+      if (n >= static_cast<ssize_t>(sizeof(InHeader) + kInitInFlags2 + 4)) {
+        const auto in = load<InHeader>(buf, 0);
+        if (in.opcode == kOpInit) {
+          const char* arg = static_cast<const char*>(buf) + sizeof(InHeader);
+          const bool ext = load<std::uint32_t>(arg, kInitInFlags) & kInitExt;
+          self.kernel_offers = ext && (load<std::uint32_t>(arg, kInitInFlags2) & kOverIoUring);
+          self.init_unique = in.unique;
+        }
+      }
+      return n;
+    }
+  }
+
+  static ssize_t writev_hook(int fd, iovec* iov, int count, void*) {
+    Impl& self = *instance;
+    if (count < 1 || iov[0].iov_len < sizeof(OutHeader)) return ::writev(fd, iov, count);
+    const auto out = load<OutHeader>(iov[0].iov_base, 0);
+    if (out.unique != 0 && out.unique == self.init_unique) return self.reply_init(fd, iov, count);
+    Entry* e = nullptr;
+    if (out.unique != 0) {
+      std::lock_guard lock(self.inflight_mu);
+      if (auto it = self.inflight.find(out.unique); it != self.inflight.end()) {
+        e = it->second;
+        self.inflight.erase(it);
+      }
+    }
+    if (!e) return ::writev(fd, iov, count);  // classic request or notification
+    std::size_t total = 0, payload = 0;
+    for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+    std::memcpy(e->header.in_out, &out, sizeof out);
+    bool fits = true;
+    for (int i = 1; i < count && fits; ++i) {
+      if (payload + iov[i].iov_len > self.max_payload) {
+        fits = false;
+        break;
+      }
+      std::memcpy(e->payload() + payload, iov[i].iov_base, iov[i].iov_len);
+      payload += iov[i].iov_len;
+    }
+    if (!fits) {
+      spdlog::error("fuse io_uring: a reply of {} bytes exceeds the ring's {}", total,
+                    self.max_payload);
+      OutHeader err{sizeof(OutHeader), -EIO, out.unique};
+      std::memcpy(e->header.in_out, &err, sizeof err);
+      payload = 0;
+    }
+    e->header.ent.payload_sz = static_cast<std::uint32_t>(payload);
+    self.commit(e);
+    return static_cast<ssize_t>(total);
+  }
+
+  // The INIT reply: asks for the rings when the kernel offered them, learns
+  // the payload size the kernel will require, and starts the queues once
+  // the kernel has taken the reply (it is processed within the write).
+  ssize_t reply_init(int fd, iovec* iov, int count) {
+    init_unique = 0;
+    if (!kernel_offers || count != 2 || iov[1].iov_len < kInitOutFlags2 + 4) {
+      if (!kernel_offers)
+        spdlog::warn("fuse io_uring: the kernel did not offer it; classic /dev/fuse");
+      return ::writev(fd, iov, count);
+    }
+    std::vector<char> arg(static_cast<char*>(iov[1].iov_base),
+                          static_cast<char*>(iov[1].iov_base) + iov[1].iov_len);
+    const auto flags = load<std::uint32_t>(arg.data(), kInitOutFlags) | kInitExt;
+    store(arg.data(), kInitOutFlags, flags);
+    store(arg.data(), kInitOutFlags2,
+          load<std::uint32_t>(arg.data(), kInitOutFlags2) | kOverIoUring);
+    const std::size_t pages =
+        (flags & kMaxPages) ? load<std::uint16_t>(arg.data(), kInitOutMaxPages) : 32;
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    max_payload = std::max<std::size_t>(
+        {8192, load<std::uint32_t>(arg.data(), kInitOutMaxWrite), pages * page});
+    max_payload = (max_payload + page - 1) / page * page;
+    iovec out[2] = {iov[0], {arg.data(), arg.size()}};
+    const ssize_t n = ::writev(fd, out, 2);
+    if (n >= 0) start_queues();
+    return n;
+  }
+
+  void start_queues() {
+    const unsigned cpus = possible_cpus();
+    std::lock_guard lock(queues_mu);
+    for (unsigned qid = 0; qid < cpus; ++qid) {
+      for (unsigned t = 0; t < options.threads_per_cpu; ++t) {
+        auto q = std::make_unique<Queue>();
+        q->impl = this;
+        q->qid = qid;
+        Queue* raw = q.get();
+        queues.push_back(std::move(q));
+        raw->thread = std::thread([raw] { raw->impl->run(*raw); });
+      }
+    }
+    spdlog::info("fuse io_uring: {} queues, {} thread(s) each, {} KiB payload per entry", cpus,
+                 options.threads_per_cpu, max_payload / 1024);
+  }
+
+  // --- a queue thread ---
+  // A free SQE; a full queue is submitted first (with q.mu held).
+  static io_uring_sqe* next_sqe(Queue& q) {
+    for (;;) {
+      if (io_uring_sqe* sqe = io_uring_get_sqe(&q.ring)) return sqe;
+      io_uring_submit(&q.ring);
+    }
+  }
+
+  void submit_locked(Queue& q, Entry* e, std::uint32_t cmd) {
+    io_uring_sqe* sqe = next_sqe(q);
+    std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // SQE128
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = fd;
+    sqe->cmd_op = cmd;
+    if (cmd == kCmdRegister) {
+      sqe->addr = reinterpret_cast<std::uint64_t>(e->iov);
+      sqe->len = 2;
+    }
+    CmdReq req{};
+    req.qid = static_cast<std::uint16_t>(q.qid);
+    req.commit_id = cmd == kCmdCommitAndFetch ? e->unique : 0;
+    std::memcpy(sqe->cmd, &req, sizeof req);
+    io_uring_sqe_set_data(sqe, e);
+  }
+
+  void arm_wake_locked(Queue& q) {
+    io_uring_sqe* sqe = next_sqe(q);
+    io_uring_prep_read(sqe, q.wake_fd, &q.wake_value, sizeof q.wake_value, 0);
+    io_uring_sqe_set_data64(sqe, kWakeTag);
+  }
+
+  // A reply is in e's buffers: hand the entry back to the kernel. The queue's
+  // own thread submits (io_uring runs the next request's delivery in the
+  // submitter's context), and only after the handler returned: the commit
+  // lets the kernel write the next request into the buffers the handler
+  // may still read. Other threads leave it to that thread (commit_and_wait).
+  void commit(Entry* e) {
+    Queue& q = *e->queue;
+    std::lock_guard lock(q.mu);
+    if (current == &q) {
+      q.own.push_back(e);
+    } else {
+      q.pending.push_back(e);
+      const std::uint64_t one = 1;
+      if (q.wake_fd >= 0) [[maybe_unused]]
+        ssize_t n = ::write(q.wake_fd, &one, sizeof one);
+    }
+  }
+
+  void serve(Entry& e) {
+    const auto in = load<InHeader>(e.header.in_out, 0);
+    const std::size_t payload = e.header.ent.payload_sz;
+    const std::size_t op = in.len >= sizeof(InHeader) + payload
+                               ? in.len - sizeof(InHeader) - payload
+                               : kHeaderArea + 1;
+    e.unique = in.unique;
+    {
+      std::lock_guard lock(inflight_mu);
+      inflight[in.unique] = &e;
+    }
+    if (op > kHeaderArea || payload > max_payload || op % 8 != 0) {
+      spdlog::error("fuse io_uring: malformed request (opcode {}, {} + {} bytes)", in.opcode, op,
+                    payload);
+      OutHeader err{sizeof(OutHeader), -EIO, in.unique};
+      iovec v{&err, sizeof err};
+      writev_hook(fd, &v, 1, nullptr);
+      return;
+    }
+    // In front of the payload: the in header, then the op header.
+    char* start = e.payload() - op - sizeof(InHeader);
+    std::memcpy(start, &in, sizeof in);
+    std::memcpy(start + sizeof in, e.header.op_in, op);
+    fuse_buf fb{};
+    fb.mem = start;
+    fb.size = sizeof(InHeader) + op + payload;
+    owner->served_.fetch_add(1, std::memory_order_relaxed);
+    fuse_session_process_buf(se, &fb);
+  }
+
+  // Hands the replies gathered since the last call back to the kernel (which
+  // wakes their callers) and waits for the next completion. Meanwhile this
+  // thread is SCHED_IDLE: a CPU running only SCHED_IDLE tasks counts as idle
+  // when the scheduler places a woken task, so the caller wakes here, where
+  // its next request is served, instead of on the other CPU (on a VM whose
+  // idle vCPUs halt at once that move is a host round trip, and it happened
+  // on most requests). Served with the normal policy: a handler may hold
+  // locks other threads need.
+  int commit_and_wait(Queue& q, io_uring_cqe** cqe) {
+    set_policy(SCHED_IDLE);
+    int rc;
+    {
+      std::lock_guard lock(q.mu);
+      for (Entry* e : q.own) submit_locked(q, e, kCmdCommitAndFetch);
+      for (Entry* e : q.pending) submit_locked(q, e, kCmdCommitAndFetch);
+      q.own.clear();
+      q.pending.clear();
+      rc = io_uring_submit(&q.ring);  // only this thread submits to its ring
+    }
+    __kernel_timespec ts{0, 200'000'000};
+    if (rc >= 0) rc = io_uring_wait_cqe_timeout(&q.ring, cqe, &ts);
+    set_policy(SCHED_OTHER);
+    return rc;
+  }
+
+  static void set_policy(int policy) {
+    static thread_local int now = SCHED_OTHER;
+    static thread_local bool allowed = true;
+    if (now == policy || !allowed) return;
+    sched_param sp{};
+    if (pthread_setschedparam(pthread_self(), policy, &sp) == 0) {
+      now = policy;
+    } else {
+      allowed = false;  // stays where it is (SCHED_OTHER, or SCHED_IDLE if it may not return)
+    }
+  }
+
+  void run(Queue& q) {
+    current = &q;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(q.qid, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // an offline CPU: unpinned
+    const unsigned depth = options.entries_per_thread;
+    if (const int rc = io_uring_queue_init(depth * 2 + 4, &q.ring, IORING_SETUP_SQE128); rc < 0) {
+      spdlog::error("fuse io_uring: cannot create a ring: {}", std::strerror(-rc));
+      return;
+    }
+    q.ring_ok = true;
+    q.wake_fd = ::eventfd(0, EFD_CLOEXEC);
+    {
+      std::lock_guard lock(q.mu);
+      for (unsigned i = 0; i < depth; ++i) {
+        auto e = std::make_unique<Entry>();
+        e->queue = &q;
+        e->buf.resize(sizeof(InHeader) + kHeaderArea + max_payload);
+        e->iov[0] = {&e->header, sizeof e->header};
+        e->iov[1] = {e->payload(), max_payload};
+        submit_locked(q, e.get(), kCmdRegister);
+        q.entries.push_back(std::move(e));
+      }
+      arm_wake_locked(q);
+      io_uring_submit(&q.ring);
+    }
+    unsigned live = depth;
+    while (live > 0) {
+      io_uring_cqe* cqe = nullptr;
+      const int rc = commit_and_wait(q, &cqe);
+      if (rc == -ETIME || rc == -EINTR) {
+        if (stopping) break;
+        continue;
+      }
+      if (rc < 0) {
+        spdlog::error("fuse io_uring: waiting for the ring: {}", std::strerror(-rc));
+        break;
+      }
+      const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
+      const int res = cqe->res;
+      io_uring_cqe_seen(&q.ring, cqe);
+      if (tag == kWakeTag) {  // pending replies: committed at the top of the loop
+        std::lock_guard lock(q.mu);
+        arm_wake_locked(q);
+        continue;
+      }
+      auto* e = reinterpret_cast<Entry*>(tag);
+      if (res == -EAGAIN && e->registering && !stopping) {  // INIT not processed yet
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        std::lock_guard lock(q.mu);
+        submit_locked(q, e, kCmdRegister);
+        io_uring_submit(&q.ring);
+        continue;
+      }
+      if (res < 0) {
+        if (e->registering && res != -ENOTCONN) {
+          spdlog::warn("fuse io_uring: the kernel refused a ring entry ({}); classic /dev/fuse",
+                       std::strerror(-res));
+        } else if (res != -ENOTCONN && res != -ECANCELED) {
+          spdlog::warn("fuse io_uring: a ring entry ended: {}", std::strerror(-res));
+        }
+        e->done = true;
+        --live;
+        continue;
+      }
+      if (e->registering) {
+        e->registering = false;
+        owner->active_ = true;
+      }
+      serve(*e);
+    }
+    current = nullptr;
+  }
+};
+
+std::string UringTransport::unavailable_reason(bool enable) {
+  std::string v = read_line(kEnableParam);
+  if (v.empty()) return "this kernel has no FUSE over io_uring (" + std::string(kEnableParam) + ")";
+  if (v == "Y") return {};
+  if (enable) {
+    std::ofstream f(kEnableParam);
+    f << "Y\n";
+    f.flush();
+    if (f && read_line(kEnableParam) == "Y") {
+      spdlog::info("fuse io_uring: switched the kernel's fuse.enable_uring on");
+      return {};
+    }
+  }
+  return "the kernel's fuse.enable_uring is off (" + std::string(kEnableParam) + ")";
+}
+
+UringTransport::UringTransport(fuse_session* se, Options options)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->se = se;
+  impl_->options = options;
+  impl_->owner = this;
+}
+
+UringTransport::~UringTransport() {
+  stop();
+  if (Impl::instance == impl_.get()) Impl::instance = nullptr;
+  if (impl_->classic_wake >= 0) ::close(impl_->classic_wake);
+}
+
+void UringTransport::install() {
+  Impl& i = *impl_;
+  if (Impl::instance) throw std::runtime_error("fuse io_uring: one transport per process");
+  i.fd = fuse_session_fd(i.se);
+  i.classic_wake = ::eventfd(0, EFD_CLOEXEC);
+  if (i.classic_wake < 0) throw std::runtime_error("fuse io_uring: eventfd failed");
+  // Readers poll and then read: another may have taken the request.
+  ::fcntl(i.fd, F_SETFL, ::fcntl(i.fd, F_GETFL) | O_NONBLOCK);
+  Impl::instance = &i;
+  fuse_custom_io io{};
+  io.read = &Impl::read_hook;
+  io.writev = &Impl::writev_hook;
+  if (const int rc = fuse_session_custom_io(i.se, &io, i.fd); rc != 0) {
+    Impl::instance = nullptr;
+    throw std::runtime_error(std::string("fuse io_uring: libfuse refused custom I/O: ") +
+                             std::strerror(-rc));
+  }
+}
+
+void UringTransport::wake_classic() {
+  const std::uint64_t one = 1;
+  if (impl_->classic_wake >= 0) {
+    [[maybe_unused]] ssize_t n = ::write(impl_->classic_wake, &one, sizeof one);
+  }
+}
+
+void UringTransport::stop() {
+  Impl& i = *impl_;
+  i.stopping = true;
+  std::lock_guard lock(i.queues_mu);
+  for (auto& q : i.queues) {
+    if (q->thread.joinable()) q->thread.join();
+    std::lock_guard qlock(q->mu);  // a late reply must not write to a closed fd
+    if (q->ring_ok) io_uring_queue_exit(&q->ring);
+    q->ring_ok = false;
+    if (q->wake_fd >= 0) ::close(q->wake_fd);
+    q->wake_fd = -1;
+  }
+}
+
+}  // namespace cookiefs

@@ -359,17 +359,21 @@ struct UringTransport::Impl {
   // locks other threads need.
   int commit_and_wait(Queue& q, io_uring_cqe** cqe) {
     set_policy(SCHED_IDLE);
-    int rc;
     {
       std::lock_guard lock(q.mu);
       for (Entry* e : q.own) submit_locked(q, e, kCmdCommitAndFetch);
       for (Entry* e : q.pending) submit_locked(q, e, kCmdCommitAndFetch);
       q.own.clear();
       q.pending.clear();
-      rc = io_uring_submit(&q.ring);  // only this thread submits to its ring
     }
+    // One system call submits and waits. Only this thread submits to its
+    // ring, and others only touch the lists above, so no lock is needed.
     __kernel_timespec ts{0, 200'000'000};
-    if (rc >= 0) rc = io_uring_wait_cqe_timeout(&q.ring, cqe, &ts);
+    *cqe = nullptr;
+    int rc = io_uring_submit_and_wait_timeout(&q.ring, cqe, 1, &ts, nullptr);
+    // liburing 2.3 may return success without a completion (it counted the
+    // submission): the caller just waits again.
+    if (rc >= 0) rc = *cqe ? 0 : -EINTR;
     set_policy(SCHED_OTHER);
     return rc;
   }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -339,7 +340,12 @@ int run(int argc, char** argv) {
   if (use_uring) {
     {
       try {
-        uring.emplace(se, UringTransport::Options{});
+        // fuse.threads spread over the CPUs' rings, at least one each.
+        const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+        uring.emplace(
+            se, UringTransport::Options{
+                    .threads_per_cpu = std::max(1u, static_cast<unsigned>(cfg.fuse_threads) / cpus),
+                    .entries_per_thread = 2});
         uring->install();
       } catch (const std::exception& e) {
         spdlog::warn("fuse.io_uring: {}; serving through /dev/fuse", e.what());

@@ -36,7 +36,9 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
   s.add("cache.negative_timeout", &c.negative_timeout, "kernel cache of missing names", {.min = 0});
   s.add("cache.negative_session_timeout", &c.negative_session_timeout,
         "kernel cache of missing session ids at the root", {.min = 0, .max = 3600000});
-  s.add("fuse.threads", &c.fuse_threads, "FUSE worker threads", {.min = 1, .max = 256});
+  s.add("fuse.threads", &c.fuse_threads,
+        "FUSE worker threads (with fuse.io_uring: spread over the CPUs' rings, at least one each)",
+        {.min = 1, .max = 256});
   s.add("fuse.writeback_cache", &c.writeback_cache,
         "kernel writeback cache: writes are cached by the kernel and forced back before each "
         "snapshot (false: write-through, every write is a request)");

@@ -350,15 +350,22 @@ struct UringTransport::Impl {
   }
 
   // Hands the replies gathered since the last call back to the kernel (which
-  // wakes their callers) and waits for the next completion. Meanwhile this
-  // thread is SCHED_IDLE: a CPU running only SCHED_IDLE tasks counts as idle
-  // when the scheduler places a woken task, so the caller wakes here, where
-  // its next request is served, instead of on the other CPU (on a VM whose
-  // idle vCPUs halt at once that move is a host round trip, and it happened
-  // on most requests). Served with the normal policy: a handler may hold
-  // locks other threads need.
+  // wakes their callers) and waits for the next completion. When no other
+  // request is in flight this thread is SCHED_IDLE meanwhile: a CPU running
+  // only SCHED_IDLE tasks counts as idle when the scheduler places a woken
+  // task, so the caller wakes here, where its next request is served,
+  // instead of on the other CPU (on a VM whose idle vCPUs halt at once that
+  // move is a host round trip, and it happened on most requests). Served
+  // with the normal policy: a handler may hold locks other threads need.
   int commit_and_wait(Queue& q, io_uring_cqe** cqe) {
-    set_policy(SCHED_IDLE);
+    // Only for a lone caller: with other requests in flight, callers are
+    // better spread over the CPUs than drawn to this one.
+    bool alone;
+    {
+      std::lock_guard lock(inflight_mu);
+      alone = inflight.empty();
+    }
+    set_policy(alone && io_uring_cq_ready(&q.ring) == 0 ? SCHED_IDLE : SCHED_OTHER);
     {
       std::lock_guard lock(q.mu);
       for (Entry* e : q.own) submit_locked(q, e, kCmdCommitAndFetch);

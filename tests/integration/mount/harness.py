@@ -377,12 +377,20 @@ class StackTestCase(unittest.TestCase):
     def setUpClass(cls):
         cls.stack = Stack(cls.mount_options)
         cls.stack.__enter__()
+        # Runs even when a subclass's setUpClass fails after this point (a
+        # mount that does not start): tearDownClass is then not called, and
+        # the stack's PostgreSQL and daemons would outlive the test.
+        cls.addClassCleanup(StackTestCase._close_stack, cls)
 
-    @classmethod
-    def tearDownClass(cls):
+    @staticmethod
+    def _close_stack(cls):
         if cls.stack is not None:
             cls.stack.__exit__(None, None, None)
             cls.stack = None
+
+    @classmethod
+    def tearDownClass(cls):
+        StackTestCase._close_stack(cls)
 
     def run(self, result=None):
         result = result if result is not None else self.defaultTestResult()

@@ -2,6 +2,7 @@
 #include "kernel_flusher.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -54,22 +55,35 @@ bool write_back_node(int root, std::uint64_t node) {
 
 [[noreturn]] void child_main(const char* mountpoint) {
   static Request req;
+  // Opening the root costs an OPENDIR and a RELEASEDIR: it stays open while
+  // requests keep coming (commits of a busy session come every few ms) and
+  // is closed after kIdleMs without one, so an idle mount is not kept busy
+  // for umount.
+  constexpr int kIdleMs = 200;
+  int root = -1;
   for (;;) {
+    if (root >= 0) {
+      pollfd p{kChildSocket, POLLIN, 0};
+      if (::poll(&p, 1, kIdleMs) == 0) {
+        ::close(root);
+        root = -1;
+        continue;
+      }
+    }
     const ssize_t n = ::recv(kChildSocket, &req, sizeof req, 0);
     if (n <= 0) ::_exit(0);  // the daemon is gone
     bool ok = true;
-    // Opening the root costs an OPENDIR and a RELEASEDIR; holding it open
-    // would make the mount busy for umount.
-    const int root = ::open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) root = ::open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) {
       ok = false;
     } else if (req.op == kSyncAll) {
       ok = ::syncfs(root) == 0;
+      ::close(root);  // the stop: the mount must not stay busy
+      root = -1;
     } else {
       const std::uint32_t count = std::min(req.count, kMaxNodes);
       for (std::uint32_t i = 0; i < count; ++i) ok = write_back_node(root, req.nodes[i]) && ok;
     }
-    if (root >= 0) ::close(root);
     const char answer = ok ? 1 : 0;
     if (::send(kChildSocket, &answer, 1, MSG_NOSIGNAL) != 1) ::_exit(0);
   }

@@ -624,15 +624,19 @@ bool SessionCache::snapshot_at_rest(Session& s, Snapshot& snap, std::uint64_t& g
   // the files are one instant of the application's view only when none is
   // left: force them back, note the change count, force again, and take the
   // snapshot if nothing changed meanwhile (nothing was dirty after the first
-  // pass, so the files hold what the application saw then). A session that
-  // keeps changing is tried again; the application's next pause lets it pass.
+  // pass, so the files hold what the application saw then). A first pass
+  // that changed nothing already found every file clean: the second would
+  // only repeat it (an fsync has written its file back before it asks for
+  // the snapshot, so that is the common case). A session that keeps
+  // changing is tried again; the application's next pause lets it pass.
   constexpr int kAttempts = 50;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     std::uint64_t quiet = 0;
     if (before_snapshot) {
+      const std::uint64_t before = s.change_gen;
       before_snapshot(s);
       quiet = s.change_gen;
-      before_snapshot(s);
+      if (quiet != before) before_snapshot(s);
     }
     std::unique_lock tree(s.tree_lock);
     if (before_snapshot && s.change_gen != quiet) {

@@ -119,12 +119,14 @@ struct UringTransport::Impl {
   struct Entry {
     Queue* queue = nullptr;
     alignas(8) RingReqHeader header{};
-    std::vector<char> buf;  // [room for in header + op header][payload]
+    // [room for the in header + op header][payload]. Not zeroed: a page is
+    // resident only once a request used it (entries are sized for max_write).
+    std::unique_ptr<char[]> buf;
     iovec iov[2]{};
     std::uint64_t unique = 0;
     bool registering = true;
     bool done = false;
-    char* payload() { return buf.data() + sizeof(InHeader) + kHeaderArea; }
+    char* payload() { return buf.get() + sizeof(InHeader) + kHeaderArea; }
   };
 
   struct Queue {
@@ -415,7 +417,7 @@ struct UringTransport::Impl {
       for (unsigned i = 0; i < depth; ++i) {
         auto e = std::make_unique<Entry>();
         e->queue = &q;
-        e->buf.resize(sizeof(InHeader) + kHeaderArea + max_payload);
+        e->buf.reset(new char[sizeof(InHeader) + kHeaderArea + max_payload]);
         e->iov[0] = {&e->header, sizeof e->header};
         e->iov[1] = {e->payload(), max_payload};
         submit_locked(q, e.get(), kCmdRegister);

@@ -132,6 +132,8 @@ struct UringTransport::Impl {
   struct Queue {
     Impl* impl = nullptr;
     unsigned qid = 0;
+    bool pinned = true;
+    unsigned depth = 2;
     io_uring ring{};
     bool ring_ok = false;
     int wake_fd = -1;
@@ -254,21 +256,37 @@ struct UringTransport::Impl {
     return n;
   }
 
+  // Every possible CPU needs a queue before the kernel uses any. CPUs this
+  // process may run on (its affinity: a container's cpuset, the online
+  // ones) get threads_per_cpu threads; the others one thread with one entry,
+  // unpinned, for the rare caller there.
   void start_queues() {
     const unsigned cpus = possible_cpus();
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+      for (unsigned c = 0; c < cpus && c < CPU_SETSIZE; ++c) CPU_SET(c, &allowed);
+    }
     std::lock_guard lock(queues_mu);
+    unsigned served = 0;
     for (unsigned qid = 0; qid < cpus; ++qid) {
-      for (unsigned t = 0; t < options.threads_per_cpu; ++t) {
+      const bool here = qid < CPU_SETSIZE && CPU_ISSET(qid, &allowed);
+      served += here;
+      for (unsigned t = 0; t < (here ? options.threads_per_cpu : 1); ++t) {
         auto q = std::make_unique<Queue>();
         q->impl = this;
         q->qid = qid;
+        q->pinned = here;
+        q->depth = here ? options.entries_per_thread : 1;
         Queue* raw = q.get();
         queues.push_back(std::move(q));
         raw->thread = std::thread([raw] { raw->impl->run(*raw); });
       }
     }
-    spdlog::info("fuse io_uring: {} queues, {} thread(s) each, {} KiB payload per entry", cpus,
-                 options.threads_per_cpu, max_payload / 1024);
+    spdlog::info(
+        "fuse io_uring: {} queues, {} thread(s) each on the {} CPUs this process may use, {} KiB "
+        "payload per entry",
+        cpus, options.threads_per_cpu, served, max_payload / 1024);
   }
 
   // --- a queue thread ---
@@ -401,11 +419,13 @@ struct UringTransport::Impl {
 
   void run(Queue& q) {
     current = &q;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(q.qid, &set);
-    pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // an offline CPU: unpinned
-    const unsigned depth = options.entries_per_thread;
+    if (q.pinned) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(q.qid, &set);
+      pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    }
+    const unsigned depth = q.depth;
     if (const int rc = io_uring_queue_init(depth * 2 + 4, &q.ring, IORING_SETUP_SQE128); rc < 0) {
       spdlog::error("fuse io_uring: cannot create a ring: {}", std::strerror(-rc));
       return;

@@ -7,6 +7,7 @@
 // Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -341,7 +342,10 @@ int run(int argc, char** argv) {
     {
       try {
         // fuse.threads spread over the CPUs' rings, at least one each.
-        const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+        cpu_set_t allowed;
+        const unsigned cpus = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0
+                                  ? std::max(1, CPU_COUNT(&allowed))
+                                  : std::max(1u, std::thread::hardware_concurrency());
         uring.emplace(
             se, UringTransport::Options{
                     .threads_per_cpu = std::max(1u, static_cast<unsigned>(cfg.fuse_threads) / cpus),

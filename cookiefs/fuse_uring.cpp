@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -133,7 +134,6 @@ struct UringTransport::Impl {
     Impl* impl = nullptr;
     unsigned qid = 0;
     bool pinned = true;
-    unsigned depth = 2;
     io_uring ring{};
     bool ring_ok = false;
     int wake_fd = -1;
@@ -158,6 +158,9 @@ struct UringTransport::Impl {
   std::unordered_map<std::uint64_t, Entry*> inflight;
   std::mutex queues_mu;
   std::vector<std::unique_ptr<Queue>> queues;
+  std::mutex go_mu;
+  std::condition_variable go_cv;
+  bool go = false;  // the INIT reply is written: register (or end, if stopping)
 
   static inline Impl* instance = nullptr;  // libfuse hands the hooks the fs userdata
   static inline thread_local Queue* current = nullptr;
@@ -240,27 +243,38 @@ struct UringTransport::Impl {
     }
     std::vector<char> arg(static_cast<char*>(iov[1].iov_base),
                           static_cast<char*>(iov[1].iov_base) + iov[1].iov_len);
-    const auto flags = load<std::uint32_t>(arg.data(), kInitOutFlags) | kInitExt;
-    store(arg.data(), kInitOutFlags, flags);
-    store(arg.data(), kInitOutFlags2,
-          load<std::uint32_t>(arg.data(), kInitOutFlags2) | kOverIoUring);
+    const auto flags = load<std::uint32_t>(arg.data(), kInitOutFlags);
     const std::size_t pages =
         (flags & kMaxPages) ? load<std::uint16_t>(arg.data(), kInitOutMaxPages) : 32;
     const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     max_payload = std::max<std::size_t>(
         {8192, load<std::uint32_t>(arg.data(), kInitOutMaxWrite), pages * page});
     max_payload = (max_payload + page - 1) / page * page;
+    // Once the kernel has the flag it holds every request back until each
+    // CPU's queue has an entry: rings, buffers and threads exist before it
+    // is asked for, so nothing can fail half-way after.
+    if (!prepare_queues()) return ::writev(fd, iov, count);
+    store(arg.data(), kInitOutFlags, flags | kInitExt);
+    store(arg.data(), kInitOutFlags2,
+          load<std::uint32_t>(arg.data(), kInitOutFlags2) | kOverIoUring);
     iovec out[2] = {iov[0], {arg.data(), arg.size()}};
     const ssize_t n = ::writev(fd, out, 2);
-    if (n >= 0) start_queues();
+    {
+      std::lock_guard lock(go_mu);
+      go = true;
+      if (n < 0) stopping = true;  // no INIT, no rings: the threads end
+    }
+    go_cv.notify_all();
     return n;
   }
 
   // Every possible CPU needs a queue before the kernel uses any. CPUs this
   // process may run on (its affinity: a container's cpuset, the online
   // ones) get threads_per_cpu threads; the others one thread with one entry,
-  // unpinned, for the rare caller there.
-  void start_queues() {
+  // unpinned, for the rare caller there. The threads wait for `go` (the INIT
+  // reply written) before registering. False (everything undone) when a
+  // ring, an eventfd or a thread cannot be made.
+  bool prepare_queues() {
     const unsigned cpus = possible_cpus();
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
@@ -269,24 +283,72 @@ struct UringTransport::Impl {
     }
     std::lock_guard lock(queues_mu);
     unsigned served = 0;
-    for (unsigned qid = 0; qid < cpus; ++qid) {
-      const bool here = qid < CPU_SETSIZE && CPU_ISSET(qid, &allowed);
-      served += here;
-      for (unsigned t = 0; t < (here ? options.threads_per_cpu : 1); ++t) {
-        auto q = std::make_unique<Queue>();
-        q->impl = this;
-        q->qid = qid;
-        q->pinned = here;
-        q->depth = here ? options.entries_per_thread : 1;
+    try {
+      for (unsigned qid = 0; qid < cpus; ++qid) {
+        const bool here = qid < CPU_SETSIZE && CPU_ISSET(qid, &allowed);
+        served += here;
+        for (unsigned t = 0; t < (here ? options.threads_per_cpu : 1); ++t) {
+          auto q = std::make_unique<Queue>();
+          q->impl = this;
+          q->qid = qid;
+          q->pinned = here;
+          make_ring(*q, here ? options.entries_per_thread : 1);
+          queues.push_back(std::move(q));
+        }
+      }
+      for (auto& q : queues) {
         Queue* raw = q.get();
-        queues.push_back(std::move(q));
         raw->thread = std::thread([raw] { raw->impl->run(*raw); });
       }
+    } catch (const std::exception& e) {
+      spdlog::warn("fuse io_uring: {}; classic /dev/fuse", e.what());
+      {
+        std::lock_guard g(go_mu);
+        stopping = go = true;
+      }
+      go_cv.notify_all();
+      for (auto& q : queues) {
+        if (q->thread.joinable()) q->thread.join();
+        close_ring(*q);
+      }
+      queues.clear();
+      stopping = go = false;
+      return false;
     }
     spdlog::info(
         "fuse io_uring: {} queues, {} thread(s) each on the {} CPUs this process may use, {} KiB "
         "payload per entry",
         cpus, options.threads_per_cpu, served, max_payload / 1024);
+    return true;
+  }
+
+  void make_ring(Queue& q, unsigned depth) {
+    if (const int rc = io_uring_queue_init(depth * 2 + 4, &q.ring, IORING_SETUP_SQE128); rc < 0) {
+      throw std::runtime_error(std::string("cannot create a ring: ") + std::strerror(-rc));
+    }
+    q.ring_ok = true;
+    q.wake_fd = ::eventfd(0, EFD_CLOEXEC);
+    if (q.wake_fd < 0) {
+      const int err = errno;
+      close_ring(q);
+      throw std::runtime_error(std::string("eventfd: ") + std::strerror(err));
+    }
+    for (unsigned i = 0; i < depth; ++i) {
+      auto e = std::make_unique<Entry>();
+      e->queue = &q;
+      e->buf.reset(new char[sizeof(InHeader) + kHeaderArea + max_payload]);
+      e->iov[0] = {&e->header, sizeof e->header};
+      e->iov[1] = {e->payload(), max_payload};
+      q.entries.push_back(std::move(e));
+    }
+  }
+
+  // With q.mu held or no thread left on q.
+  static void close_ring(Queue& q) {
+    if (q.ring_ok) io_uring_queue_exit(&q.ring);
+    q.ring_ok = false;
+    if (q.wake_fd >= 0) ::close(q.wake_fd);
+    q.wake_fd = -1;
   }
 
   // --- a queue thread ---
@@ -418,6 +480,11 @@ struct UringTransport::Impl {
   }
 
   void run(Queue& q) {
+    {
+      std::unique_lock lock(go_mu);
+      go_cv.wait(lock, [&] { return go; });
+      if (stopping) return;
+    }
     current = &q;
     if (q.pinned) {
       cpu_set_t set;
@@ -425,24 +492,10 @@ struct UringTransport::Impl {
       CPU_SET(q.qid, &set);
       pthread_setaffinity_np(pthread_self(), sizeof set, &set);
     }
-    const unsigned depth = q.depth;
-    if (const int rc = io_uring_queue_init(depth * 2 + 4, &q.ring, IORING_SETUP_SQE128); rc < 0) {
-      spdlog::error("fuse io_uring: cannot create a ring: {}", std::strerror(-rc));
-      return;
-    }
-    q.ring_ok = true;
-    q.wake_fd = ::eventfd(0, EFD_CLOEXEC);
+    const auto depth = static_cast<unsigned>(q.entries.size());
     {
       std::lock_guard lock(q.mu);
-      for (unsigned i = 0; i < depth; ++i) {
-        auto e = std::make_unique<Entry>();
-        e->queue = &q;
-        e->buf.reset(new char[sizeof(InHeader) + kHeaderArea + max_payload]);
-        e->iov[0] = {&e->header, sizeof e->header};
-        e->iov[1] = {e->payload(), max_payload};
-        submit_locked(q, e.get(), kCmdRegister);
-        q.entries.push_back(std::move(e));
-      }
+      for (auto& e : q.entries) submit_locked(q, e.get(), kCmdRegister);
       arm_wake_locked(q);
       io_uring_submit(&q.ring);
     }
@@ -552,15 +605,17 @@ void UringTransport::wake_classic() {
 
 void UringTransport::stop() {
   Impl& i = *impl_;
-  i.stopping = true;
+  {
+    std::lock_guard lock(i.go_mu);
+    i.stopping = true;
+    i.go = true;
+  }
+  i.go_cv.notify_all();
   std::lock_guard lock(i.queues_mu);
   for (auto& q : i.queues) {
     if (q->thread.joinable()) q->thread.join();
     std::lock_guard qlock(q->mu);  // a late reply must not write to a closed fd
-    if (q->ring_ok) io_uring_queue_exit(&q->ring);
-    q->ring_ok = false;
-    if (q->wake_fd >= 0) ::close(q->wake_fd);
-    q->wake_fd = -1;
+    Impl::close_ring(*q);
   }
 }
 

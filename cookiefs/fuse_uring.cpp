@@ -138,7 +138,7 @@ struct UringTransport::Impl {
     bool ring_ok = false;
     int wake_fd = -1;
     std::uint64_t wake_value = 0;
-    std::mutex mu;                // the submission queue; pending
+    std::mutex mu;                // own, pending and wake_fd (only the thread submits)
     std::vector<Entry*> pending;  // replies from other threads, to commit
     std::vector<Entry*> own;      // this thread's replies, committed after the handler
     std::vector<std::unique_ptr<Entry>> entries;

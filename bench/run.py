@@ -33,7 +33,9 @@ WORKLOADS = ["soup-db", "soup-db-sync", "chromium", "soup-text", "read-hot", "re
              "concurrent-64"]
 TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs", "cookiefs-wb",
            "cookiefs-wb-uring", "passthrough_ll-cpu0", "cookiefs-wb-cpu0"]
-COOKIEFS_TARGETS = ("cookiefs", "cookiefs-wb", "cookiefs-wb-uring", "cookiefs-wb-cpu0")
+COOKIEFS_CLASSES = {"cookiefs": tg.Cookiefs, "cookiefs-wb": tg.CookiefsWriteback,
+                    "cookiefs-wb-uring": tg.CookiefsUring, "cookiefs-wb-cpu0": tg.CookiefsOneCpu}
+COOKIEFS_TARGETS = tuple(COOKIEFS_CLASSES)
 WORKLOAD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workload.py")
 
 
@@ -56,18 +58,9 @@ def make_targets(names, root, tmpfs_root, disk_root, stack, cookiefs_cache):
             made[name] = tg.Passthrough(root, tmpfs_root)
         elif name == "sshfs":
             made[name] = tg.Sshfs(root, tmpfs_root)
-        elif name == "cookiefs":
+        elif name in COOKIEFS_CLASSES:
             cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
-            made[name] = tg.Cookiefs(root, stack, cache)
-        elif name == "cookiefs-wb":
-            cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
-            made[name] = tg.CookiefsWriteback(root, stack, cache)
-        elif name == "cookiefs-wb-uring":
-            cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
-            made[name] = tg.CookiefsUring(root, stack, cache)
-        elif name == "cookiefs-wb-cpu0":
-            cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
-            made[name] = tg.CookiefsOneCpu(root, stack, cache)
+            made[name] = COOKIEFS_CLASSES[name](root, stack, cache)
         elif name == "passthrough_ll-cpu0":
             made[name] = tg.PassthroughOneCpu(root, tmpfs_root)
         else:

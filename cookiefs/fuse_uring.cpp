@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -126,7 +127,6 @@ struct UringTransport::Impl {
     iovec iov[2]{};
     std::uint64_t unique = 0;
     bool registering = true;
-    bool done = false;
     char* payload() { return buf.get() + sizeof(InHeader) + kHeaderArea; }
   };
 
@@ -270,7 +270,7 @@ struct UringTransport::Impl {
 
   // Every possible CPU needs a queue before the kernel uses any. CPUs this
   // process may run on (its affinity: a container's cpuset, the online
-  // ones) get threads_per_cpu threads; the others one thread with one entry,
+  // ones) share options.threads; the others one thread with one entry,
   // unpinned, for the rare caller there. The threads wait for `go` (the INIT
   // reply written) before registering. False (everything undone) when a
   // ring, an eventfd or a thread cannot be made.
@@ -281,18 +281,19 @@ struct UringTransport::Impl {
     if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
       for (unsigned c = 0; c < cpus && c < CPU_SETSIZE; ++c) CPU_SET(c, &allowed);
     }
-    std::lock_guard lock(queues_mu);
+    auto here = [&](unsigned qid) { return qid < CPU_SETSIZE && CPU_ISSET(qid, &allowed); };
     unsigned served = 0;
+    for (unsigned qid = 0; qid < cpus; ++qid) served += here(qid);
+    const unsigned per_cpu = std::max(1u, options.threads / std::max(1u, served));
+    std::lock_guard lock(queues_mu);
     try {
       for (unsigned qid = 0; qid < cpus; ++qid) {
-        const bool here = qid < CPU_SETSIZE && CPU_ISSET(qid, &allowed);
-        served += here;
-        for (unsigned t = 0; t < (here ? options.threads_per_cpu : 1); ++t) {
+        for (unsigned t = 0; t < (here(qid) ? per_cpu : 1); ++t) {
           auto q = std::make_unique<Queue>();
           q->impl = this;
           q->qid = qid;
-          q->pinned = here;
-          make_ring(*q, here ? options.entries_per_thread : 1);
+          q->pinned = here(qid);
+          make_ring(*q, q->pinned ? options.entries_per_thread : 1);
           queues.push_back(std::move(q));
         }
       }
@@ -318,7 +319,7 @@ struct UringTransport::Impl {
     spdlog::info(
         "fuse io_uring: {} queues, {} thread(s) each on the {} CPUs this process may use, {} KiB "
         "payload per entry",
-        cpus, options.threads_per_cpu, served, max_payload / 1024);
+        cpus, per_cpu, served, max_payload / 1024);
     return true;
   }
 
@@ -534,7 +535,6 @@ struct UringTransport::Impl {
         } else if (res != -ENOTCONN && res != -ECANCELED) {
           spdlog::warn("fuse io_uring: a ring entry ended: {}", std::strerror(-res));
         }
-        e->done = true;
         --live;
         continue;
       }

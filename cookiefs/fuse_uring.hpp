@@ -36,7 +36,9 @@ namespace cookiefs {
 class UringTransport {
  public:
   struct Options {
-    unsigned threads_per_cpu = 2;  // one blocked handler leaves the CPU served
+    // Spread over the CPUs this process may use, at least one each (more
+    // than one: a blocked handler leaves the CPU served).
+    unsigned threads = 8;
     unsigned entries_per_thread = 2;
   };
 

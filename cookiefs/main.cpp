@@ -7,7 +7,6 @@
 // Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -16,7 +15,6 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -339,22 +337,13 @@ int run(int argc, char** argv) {
   // Its queue threads start at INIT, after the fork below.
   std::optional<UringTransport> uring;
   if (use_uring) {
-    {
-      try {
-        // fuse.threads spread over the CPUs' rings, at least one each.
-        cpu_set_t allowed;
-        const unsigned cpus = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0
-                                  ? std::max(1, CPU_COUNT(&allowed))
-                                  : std::max(1u, std::thread::hardware_concurrency());
-        uring.emplace(
-            se, UringTransport::Options{
-                    .threads_per_cpu = std::max(1u, static_cast<unsigned>(cfg.fuse_threads) / cpus),
-                    .entries_per_thread = 2});
-        uring->install();
-      } catch (const std::exception& e) {
-        spdlog::warn("fuse.io_uring: {}; serving through /dev/fuse", e.what());
-        uring.reset();
-      }
+    try {
+      uring.emplace(se, UringTransport::Options{.threads = static_cast<unsigned>(cfg.fuse_threads),
+                                                .entries_per_thread = 2});
+      uring->install();
+    } catch (const std::exception& e) {
+      spdlog::warn("fuse.io_uring: {}; serving through /dev/fuse", e.what());
+      uring.reset();
     }
   }
   // Threads do not survive the fork: everything that runs one starts after it.

@@ -3,6 +3,8 @@
 // predate it.
 #include "fuse_uring.hpp"
 
+#include "init_reply.hpp"
+
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
@@ -153,6 +155,7 @@ struct UringTransport::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> init_unique{0};
   std::atomic<bool> kernel_offers{false};
+  std::atomic<std::uint32_t> kernel_flags{0};  // of the kernel's INIT request
   std::size_t max_payload = 0;
   std::mutex inflight_mu;
   std::unordered_map<std::uint64_t, Entry*> inflight;
@@ -186,6 +189,7 @@ struct UringTransport::Impl {
           const char* arg = static_cast<const char*>(buf) + sizeof(InHeader);
           const bool ext = load<std::uint32_t>(arg, kInitInFlags) & kInitExt;
           self.kernel_offers = ext && (load<std::uint32_t>(arg, kInitInFlags2) & kOverIoUring);
+          self.kernel_flags = load<std::uint32_t>(arg, kInitInFlags);
           self.init_unique = in.unique;
         }
       }
@@ -236,14 +240,17 @@ struct UringTransport::Impl {
   // the kernel has taken the reply (it is processed within the write).
   ssize_t reply_init(int fd, iovec* iov, int count) {
     init_unique = 0;
-    if (!kernel_offers || count != 2 || iov[1].iov_len < kInitOutFlags2 + 4) {
-      if (!kernel_offers)
-        spdlog::warn("fuse io_uring: the kernel did not offer it; classic /dev/fuse");
-      return ::writev(fd, iov, count);
-    }
+    if (count != 2 || iov[1].iov_len < kInitOutFlags2 + 4) return ::writev(fd, iov, count);
     std::vector<char> arg(static_cast<char*>(iov[1].iov_base),
                           static_cast<char*>(iov[1].iov_base) + iov[1].iov_len);
-    const auto flags = load<std::uint32_t>(arg.data(), kInitOutFlags);
+    const auto flags = patch_init_flags(load<std::uint32_t>(arg.data(), kInitOutFlags),
+                                        kernel_flags.load());
+    store(arg.data(), kInitOutFlags, flags);
+    iovec out[2] = {iov[0], {arg.data(), arg.size()}};
+    if (!kernel_offers) {
+      spdlog::warn("fuse io_uring: the kernel did not offer it; classic /dev/fuse");
+      return ::writev(fd, out, 2);
+    }
     const std::size_t pages =
         (flags & kMaxPages) ? load<std::uint16_t>(arg.data(), kInitOutMaxPages) : 32;
     const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
@@ -253,11 +260,10 @@ struct UringTransport::Impl {
     // Once the kernel has the flag it holds every request back until each
     // CPU's queue has an entry: rings, buffers and threads exist before it
     // is asked for, so nothing can fail half-way after.
-    if (!prepare_queues()) return ::writev(fd, iov, count);
+    if (!prepare_queues()) return ::writev(fd, out, 2);
     store(arg.data(), kInitOutFlags, flags | kInitExt);
     store(arg.data(), kInitOutFlags2,
           load<std::uint32_t>(arg.data(), kInitOutFlags2) | kOverIoUring);
-    iovec out[2] = {iov[0], {arg.data(), arg.size()}};
     const ssize_t n = ::writev(fd, out, 2);
     {
       std::lock_guard lock(go_mu);

@@ -31,6 +31,7 @@
 #include "control_server.hpp"
 #include "filesystem.hpp"
 #include "fuse_uring.hpp"
+#include "init_reply.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "mount_config.hpp"
@@ -126,7 +127,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   } else {
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   }
-  // See kModeBits: this mount never has set-id bits to kill.
+  // See kModeBits: this mount never has set-id bits to kill. libfuse 3.14
+  // does not pass this one on to the kernel; init_reply.hpp does.
   if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV) conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
   // Atomic O_TRUNC hands the truncation to OPEN, which a writeback mount
   // never receives (ENOSYS): the kernel would drop its pages and the backing
@@ -136,6 +138,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   } else {
     conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   }
+  spdlog::debug("fuse init: kernel offers capabilities {:#x}, the mount wants {:#x}", conn->capable,
+                conn->want);
 }
 
 // Opens and closes the mount root: an OPENDIR a worker has to answer.
@@ -344,6 +348,14 @@ int run(int argc, char** argv) {
     } catch (const std::exception& e) {
       spdlog::warn("fuse.io_uring: {}; serving through /dev/fuse", e.what());
       uring.reset();
+    }
+  }
+  if (!uring) {
+    try {
+      install_init_reply_patch(se);  // the rings' transport patches INIT itself
+    } catch (const std::exception& e) {
+      spdlog::warn("the FUSE INIT reply cannot be amended ({}): each chown costs a GETATTR",
+                   e.what());
     }
   }
   // Threads do not survive the fork: everything that runs one starts after it.

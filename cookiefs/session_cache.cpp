@@ -783,14 +783,22 @@ bool SessionCache::commit(Session& s) {
     // A create makes this engine the owner (the service records the committer).
     if (local_create) note_owner(s, cfg_.engine_id, reply.epoch());
     Manifest m = manifest_of(snap, reply.version(), reply.epoch());
-    std::lock_guard lock(s.state_mu);
+    {
+      std::lock_guard lock(s.state_mu);
+      s.manifest = m;
+      s.unsettled.reset();
+      s.committed_gen = std::max(s.committed_gen, gen);
+      if (s.change_gen == gen) s.dirty_bytes = 0;
+      s.last_error.clear();
+      s.committed_cv.notify_all();
+    }
+    // Recorded after the waiters (an fsync) are released: the commit is in
+    // PostgreSQL already, and a stop before this line leaves the state a
+    // crash after the service's commit and before its reply leaves (the
+    // manifest one version behind; the next run finds its own commit landed
+    // and adopts it). Still under commit_mu, so manifests are written in
+    // order. Saves an fsync and a rename (~0.3 ms) on every fsync's path.
     write_manifest(s, m);
-    s.manifest = std::move(m);
-    s.unsettled.reset();
-    s.committed_gen = std::max(s.committed_gen, gen);
-    if (s.change_gen == gen) s.dirty_bytes = 0;
-    s.last_error.clear();
-    s.committed_cv.notify_all();
     ++counters.commits_ok;
     if (on_commit) on_commit("ok", std::chrono::duration<double>(Clock::now() - started).count());
     spdlog::debug(
@@ -997,7 +1005,9 @@ Snapshot SessionCache::take_snapshot(Session& s) {
     }
     f.entry.size = f.content.size();
     if (f.entry.kind != wire::DIRECTORY) f.entry.sha256 = sha256(f.content);
-    snap.emplace(fs::relative(p, base).generic_string(), std::move(f));
+    // Lexical: p comes from iterating base (fs::relative would resolve both
+    // paths, a stat and a readlink per component, on every snapshot).
+    snap.emplace(p.lexically_relative(base).generic_string(), std::move(f));
   }
   return snap;
 }

@@ -24,6 +24,13 @@ void prepare_pg_statements(pqxx::connection_base& c) {
   c.prepare("session_lock",
             "SELECT owner, epoch, version, manifest_version = version, manifest FROM sessions"
             " WHERE namespace = $1 AND session_id = $2 FOR UPDATE");
+  // session_lock, and the commit that stored idempotency key $3 (if any).
+  c.prepare("session_lock_key",
+            "SELECT s.owner, s.epoch, s.version, s.manifest_version = s.version, s.manifest,"
+            " k.version, k.epoch FROM sessions s LEFT JOIN commit_keys k"
+            " ON k.namespace = s.namespace AND k.session_id = s.session_id"
+            " AND k.idempotency_key = $3 AND $3 <> ''"
+            " WHERE s.namespace = $1 AND s.session_id = $2 FOR UPDATE OF s");
   c.prepare("key_lookup",
             "SELECT version, epoch FROM commit_keys"
             " WHERE namespace = $1 AND session_id = $2 AND idempotency_key = $3");
@@ -106,20 +113,21 @@ void prepare_pg_statements(pqxx::connection_base& c) {
       " AS n(ns, id, path, version, kind, mode, mtime, size, off))"
       " SELECT pg_notify($23, n) FROM unnest($24::text[]) AS n");
   // Group commit: every session of a batch locked in one statement, in lock
-  // order (the sort runs below the row locks); then their current files and
-  // the batch's idempotency keys in one more.
+  // order (the sort runs below the row locks), with whether each commit's
+  // idempotency key is stored (see commit_in); then, for sessions without a
+  // stored manifest, their current files in one more.
   c.prepare("batch_lock",
-            "SELECT namespace, session_id, owner, epoch, version, manifest_version = version,"
-            " manifest FROM sessions"
+            "SELECT s.namespace, s.session_id, s.owner, s.epoch, s.version,"
+            " s.manifest_version = s.version, s.manifest, k.version, k.epoch"
+            " FROM sessions s JOIN unnest($1::text[], $2::text[], $3::text[]) AS b(ns, id, key)"
+            " ON s.namespace = b.ns AND s.session_id = b.id"
+            " LEFT JOIN commit_keys k ON k.namespace = b.ns AND k.session_id = b.id"
+            " AND k.idempotency_key = b.key AND b.key <> ''"
+            " ORDER BY s.namespace, s.session_id FOR UPDATE OF s");
+  c.prepare("batch_manifests",
+            "SELECT namespace, session_id, path, size, valid_from FROM files"
             " WHERE (namespace, session_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-            " ORDER BY namespace, session_id FOR UPDATE");
-  c.prepare("batch_read",
-            "SELECT false, namespace, session_id, path, size, valid_from FROM files"
-            " WHERE (namespace, session_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-            " AND valid_to IS NULL"
-            " UNION ALL SELECT true, namespace, session_id, idempotency_key, version, epoch"
-            " FROM commit_keys WHERE (namespace, session_id, idempotency_key) IN"
-            " (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))");
+            " AND valid_to IS NULL");
   // A whole fetch in one statement (one round trip, no BEGIN/COMMIT: a
   // single statement reads one snapshot): the session row on every row, then
   // its files in path order. Content only when $4. Current files, none when

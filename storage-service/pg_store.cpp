@@ -113,14 +113,24 @@ struct Locked {
   std::uint64_t epoch = 0;
   std::uint64_t version = 0;
   std::optional<Manifest> manifest;  // when the stored one is of this version
+  // The commit's idempotency key is stored: the reply to its retry.
+  std::optional<wire::CommitReply> replay;
 };
 
-// Columns from `at`: owner, epoch, version, manifest_version = version, manifest.
-Locked locked_from(const pqxx::row& r, int at) {
+// Columns from `at`: owner, epoch, version, manifest_version = version,
+// manifest; with `keyed`, then the version and epoch of the commit that
+// stored the idempotency key (NULL when none did).
+Locked locked_from(const pqxx::row& r, int at, bool keyed = false) {
   Locked l{r[at].as<std::string>(), r[at + 1].as<std::uint64_t>(), r[at + 2].as<std::uint64_t>(),
-           std::nullopt};
+           std::nullopt, std::nullopt};
   if (!r[at + 3].is_null() && r[at + 3].as<bool>() && !r[at + 4].is_null()) {
     l.manifest = decode_manifest(pqxx::binarystring(r[at + 4]).str());
+  }
+  if (keyed && !r[at + 5].is_null()) {
+    l.replay.emplace();
+    l.replay->set_version(r[at + 5].as<i64>());
+    l.replay->set_epoch(r[at + 6].as<i64>());
+    l.replay->set_replayed(true);
   }
   return l;
 }
@@ -328,15 +338,6 @@ wire::CommitReply commit_locked(pqxx::transaction_base& t, const Scope& s,
   return reply;
 }
 
-std::string replay_key(const std::string& ns, const std::string& id, const std::string& key) {
-  std::string k = ns;
-  k += '\0';
-  k += id;
-  k += '\0';
-  k += key;
-  return k;
-}
-
 }  // namespace
 
 wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
@@ -345,6 +346,24 @@ wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
   pqxx::work t(conn);
   auto reply = commit_in(t, s, req, limits);
   t.commit();
+  return reply;
+}
+
+// The reply to a retry of a commit that landed (its idempotency key is
+// stored), or nothing. Asked only after a check rejected the commit: a retry
+// of a landed commit always fails them (the session moved past its base), and
+// a commit that passes them cannot be a retry of one that landed. Runs after
+// the session's lock, in a new statement (a new snapshot under READ
+// COMMITTED): a commit that finished while we waited for the lock is seen.
+std::optional<wire::CommitReply> replay_of(pqxx::transaction_base& t, const std::string& ns,
+                                           const wire::CommitSession& req) {
+  if (req.idempotency_key().empty()) return std::nullopt;
+  auto k = t.exec_prepared("key_lookup", ns, req.session_id(), req.idempotency_key());
+  if (k.empty()) return std::nullopt;
+  wire::CommitReply reply;
+  reply.set_version(k[0][0].as<i64>());
+  reply.set_epoch(k[0][1].as<i64>());
+  reply.set_replayed(true);
   return reply;
 }
 
@@ -359,29 +378,33 @@ wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& s,
   if (req.create()) {
     created = !t.exec_prepared("session_create", ns, id, s.engine_id, i64{1}).empty();
   }
-  const auto cur = lock_session(t, s, id);
-  if (!cur) not_found();
-
-  // After the lock, in a new statement (a new snapshot under READ COMMITTED):
-  // a commit that finished while we waited for the lock is visible here.
-  if (!req.idempotency_key().empty()) {
-    auto k = t.exec_prepared("key_lookup", ns, id, req.idempotency_key());
-    if (!k.empty()) {
-      wire::CommitReply reply;
-      reply.set_version(k[0][0].as<i64>());
-      reply.set_epoch(k[0][1].as<i64>());
-      reply.set_replayed(true);
-      return reply;  // nothing was written
+  // The lock also reads the key, in the statement's snapshot (taken before
+  // waiting for the lock). A retry whose first attempt finished while we
+  // waited is not seen there, but that attempt moved the session past the
+  // retry's base: a check rejects it and replay_of asks again, in a new
+  // snapshot. One round trip fewer than a separate key look-up.
+  auto r = t.exec_prepared("session_lock_key", ns, id, req.idempotency_key());
+  if (r.empty()) not_found();
+  const Locked locked = locked_from(r[0], 0, true);
+  const Locked* cur = &locked;
+  if (cur->replay) return *cur->replay;  // nothing was written
+  Manifest read;
+  if (!cur->manifest) {
+    // Not stored for this version (a session from before migration 4, or
+    // written by an older release): read from its files.
+    for (const auto& row : t.exec_prepared("manifest", ns, id)) {
+      read.add(row[0].as<std::string>(), row[1].as<std::uint64_t>(), row[2].as<i64>());
     }
   }
-  if (cur->manifest) return commit_locked(t, s, req, limits, *cur, created, *cur->manifest);
-  // Not stored for this version (a session from before migration 4, or
-  // written by an older release): read from its files.
-  Manifest manifest;
-  for (const auto& row : t.exec_prepared("manifest", ns, id)) {
-    manifest.add(row[0].as<std::string>(), row[1].as<std::uint64_t>(), row[2].as<i64>());
+  try {
+    return commit_locked(t, s, req, limits, *cur, created, cur->manifest ? *cur->manifest : read);
+  } catch (const StoreError&) {
+    // Rejected by a check (they all come before the first write). A retry of
+    // a commit that landed is rejected too (the session moved past its
+    // base): answer it as replayed, writing nothing.
+    if (auto r = replay_of(t, ns, req)) return *r;
+    throw;
   }
-  return commit_locked(t, s, req, limits, *cur, created, manifest);
 }
 
 void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
@@ -393,33 +416,28 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
   // writes.
   std::set<SessionKey> seen;
   std::vector<bool> first(batch.size());
-  std::vector<std::string> nss, ids, key_nss, key_ids, keys;
+  std::vector<std::string> nss, ids, keys;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const auto& c = batch[i];
     first[i] = !alone && seen.emplace(c.scope->namespace_name, c.req->session_id()).second;
     if (!first[i]) continue;
     nss.push_back(c.scope->namespace_name);
     ids.push_back(c.req->session_id());
-    if (!c.req->idempotency_key().empty()) {
-      key_nss.push_back(c.scope->namespace_name);
-      key_ids.push_back(c.req->session_id());
-      keys.push_back(c.req->idempotency_key());
-    }
+    keys.push_back(c.req->idempotency_key());
   }
   // One statement locks every session of the batch, in (namespace, session)
-  // order like every batch, and returns their stored manifests; then, in a
-  // new snapshot that sees every commit that finished before we got the
-  // locks, one reads the batch's keys and the files of sessions without a
-  // manifest of their current version.
+  // order like every batch, and returns their stored manifests and whether
+  // each commit's key is stored (see commit_in); one more reads the files of
+  // sessions without a manifest of their current version.
   std::map<SessionKey, Locked> locked;
-  std::map<std::string, std::pair<i64, i64>> replays;
   BatchWrites writes;
   if (!nss.empty()) {
     std::vector<std::string> read_nss, read_ids;
-    for (const auto& row : t.exec_prepared("batch_lock", text_array(nss), text_array(ids))) {
+    for (const auto& row :
+         t.exec_prepared("batch_lock", text_array(nss), text_array(ids), text_array(keys))) {
       auto it = locked
                     .emplace(SessionKey{row[0].as<std::string>(), row[1].as<std::string>()},
-                             locked_from(row, 2))
+                             locked_from(row, 2, true))
                     .first;
       if (!it->second.manifest) {
         it->second.manifest.emplace();  // filled below
@@ -427,16 +445,11 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
         read_ids.push_back(it->first.second);
       }
     }
-    for (const auto& row :
-         t.exec_prepared("batch_read", text_array(read_nss), text_array(read_ids),
-                         text_array(key_nss), text_array(key_ids), text_array(keys))) {
-      auto ns = row[1].as<std::string>(), id = row[2].as<std::string>();
-      if (row[0].as<bool>()) {
-        replays[replay_key(ns, id, row[3].as<std::string>())] = {row[4].as<i64>(),
-                                                                 row[5].as<i64>()};
-      } else {
-        locked[{std::move(ns), std::move(id)}].manifest->add(
-            row[3].as<std::string>(), row[4].as<std::uint64_t>(), row[5].as<i64>());
+    if (!read_nss.empty()) {
+      for (const auto& row : t.exec_prepared("batch_manifests", text_array(read_nss),
+                                             text_array(read_ids))) {
+        locked[{row[0].as<std::string>(), row[1].as<std::string>()}].manifest->add(
+            row[2].as<std::string>(), row[3].as<std::uint64_t>(), row[4].as<i64>());
       }
     }
   }
@@ -459,17 +472,18 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
         c.reply = commit_in(t, *c.scope, *c.req, *c.limits);
         continue;
       }
-      if (!c.req->idempotency_key().empty()) {
-        auto r = replays.find(replay_key(key.first, key.second, c.req->idempotency_key()));
-        if (r != replays.end()) {
-          c.reply.set_version(r->second.first);
-          c.reply.set_epoch(r->second.second);
-          c.reply.set_replayed(true);
-          continue;
-        }
+      if (cur->second.replay) {
+        c.reply = *cur->second.replay;  // see commit_in
+        continue;
       }
-      c.reply = commit_locked(t, *c.scope, *c.req, *c.limits, cur->second, false,
-                              *cur->second.manifest, &writes);
+      try {
+        c.reply = commit_locked(t, *c.scope, *c.req, *c.limits, cur->second, false,
+                                *cur->second.manifest, &writes);
+      } catch (const StoreError&) {
+        auto r = replay_of(t, key.first, *c.req);  // see replay_of: only after a rejection
+        if (!r) throw;
+        c.reply = *r;
+      }
     } catch (const StoreError&) {
       c.error = std::current_exception();  // it wrote nothing; the others go on
       if (savepoint) t.exec("ROLLBACK TO SAVEPOINT create_commit");

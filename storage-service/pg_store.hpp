@@ -47,8 +47,10 @@ wire::CommitReply commit_in(pqxx::transaction_base& t, const Scope& scope,
 // Group commit: several commits (check_commit_request() passed, sorted by
 // (namespace, session), stable) in the caller's transaction, each with its
 // own checks and result: a commit that fails gets `error` (a StoreError) and
-// wrote nothing. Reads for the whole batch take two round trips; each commit
-// then writes in one (plus one per extra new file). Database errors throw and
+// wrote nothing. The batch's locks take one round trip (and one more reads
+// the files of sessions without a stored manifest); each commit then writes
+// in one (plus one per extra new file); a rejected commit's idempotency key
+// is looked up (replay_of). Database errors throw and
 // leave the transaction unusable.
 struct BatchCommit {
   const Scope* scope;

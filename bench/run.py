@@ -30,7 +30,7 @@ import targets as tg  # noqa: E402
 from targets import SOURCE_DIR, Teardown, log  # noqa: E402
 
 WORKLOADS = ["soup-db", "soup-db-sync", "chromium", "soup-text", "read-hot", "read-cold",
-             "concurrent-64"]
+             "concurrent-64", "concurrent-64-procs"]
 TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs", "cookiefs-wb",
            "cookiefs-wb-uring", "passthrough_ll-cpu0", "cookiefs-wb-cpu0"]
 COOKIEFS_CLASSES = {"cookiefs": tg.Cookiefs, "cookiefs-wb": tg.CookiefsWriteback,

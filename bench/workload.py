@@ -25,15 +25,19 @@ sqlite3 library and plain file I/O:
                 means on each target).
   concurrent-64 64 threads, one session each, each doing soup-db ops at the
                 same time; ops/s is the total of all sessions.
+  concurrent-64-procs  the same with 64 processes (engines are processes,
+                and one Python interpreter serialises its threads' own work).
 
 The timed loop runs until --budget seconds have passed, but at least
 --min-ops and at most --max-ops operations. Setup (creating the jar) is not
 timed. Single-threaded except concurrent-64, whose threads share nothing but
-the result list.
+the result list, and concurrent-64-procs (forked writers).
 """
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
 import random
 import sqlite3
@@ -290,6 +294,8 @@ def run(args):
         loop = Loop(0, n, n)
     elif args.workload == "concurrent-64":
         return run_concurrent(args, seed)
+    elif args.workload == "concurrent-64-procs":
+        return run_concurrent_procs(args, seed)
     else:
         raise SystemExit(f"unknown workload {args.workload}")
 
@@ -333,6 +339,50 @@ def run_concurrent(args, seed):
     if errors:
         raise RuntimeError(f"{len(errors)} writer threads failed, first: {errors[0]}")
     return summary(args, [x for lat in lats for x in lat], elapsed, before, after, None)
+
+
+def concurrent_writer(args, seed, i, barrier, results):
+    """One forked writer of concurrent-64-procs: its jar, then the timed loop."""
+    try:
+        jar = SoupJar(os.path.join(session_dir(args.dir, f"{args.session_prefix}-{i}"),
+                                   "cookies.sqlite"), "OFF", seed + i)
+        lat = []
+        loop = Loop(args.budget, max(1, args.min_ops // CONCURRENT_SESSIONS),
+                    max(1, args.max_ops // CONCURRENT_SESSIONS))
+        barrier.wait(timeout=300)
+        loop.run(jar.replace_one, lat)
+        jar.close()
+        results.put((i, lat, None))
+    except Exception as exc:  # noqa: BLE001 - reported by the parent
+        with contextlib.suppress(Exception):
+            barrier.abort()
+        results.put((i, [], repr(exc)))
+
+
+def run_concurrent_procs(args, seed):
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(CONCURRENT_SESSIONS + 1)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=concurrent_writer, args=(args, seed, i, barrier, results))
+             for i in range(CONCURRENT_SESSIONS)]
+    for p in procs:
+        p.start()
+    try:
+        barrier.wait(timeout=300)  # every jar is set up
+    except threading.BrokenBarrierError:
+        pass  # a writer failed: its error comes through the queue
+    before = scrape_fuse_requests(args.metrics)
+    start = time.perf_counter_ns()
+    # Drained before the joins: a child with a big result blocks on its pipe.
+    outcomes = [results.get(timeout=600) for _ in procs]
+    elapsed = time.perf_counter_ns() - start
+    after = scrape_fuse_requests(args.metrics)
+    for p in procs:
+        p.join()
+    errors = [err for _, _, err in outcomes if err]
+    if errors:
+        raise RuntimeError(f"{len(errors)} writer processes failed, first: {errors[0]}")
+    return summary(args, [x for _, lat, _ in outcomes for x in lat], elapsed, before, after, None)
 
 
 def percentile(sorted_values, q):

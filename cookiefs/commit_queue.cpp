@@ -119,28 +119,63 @@ void CommitQueue::run() {
     e.again = false;
     e.urgent = false;
     lock.unlock();
-    bool done = false;
-    try {
-      done = work_(id);
-    } catch (...) {
-      done = false;  // the work function logs; the queue only retries
-    }
-    lock.lock();
-    auto it = entries_.find(id);  // entries are only erased here, so it is still there
-    Entry& after = it->second;
-    after.in_flight = false;
-    if (!done) {
-      ++after.failures;
-      after.not_before = Clock::now() + retry_backoff(after.failures);
-      after.urgent = after.urgent || after.again;
-    } else if (after.again) {
-      after.failures = 0;
-    } else {
-      entries_.erase(it);
-      if (entries_.empty()) idle_.notify_all();
-    }
+    settle(lock, id, work_guarded(id));
     wake_.notify_one();
   }
+}
+
+bool CommitQueue::work_guarded(const std::string& id) {
+  try {
+    return work_(id);
+  } catch (...) {
+    return false;  // the work function logs; the queue only retries
+  }
+}
+
+bool CommitQueue::settle(std::unique_lock<std::mutex>& lock, const std::string& id, bool done,
+                         bool urgent) {
+  lock.lock();
+  auto it = entries_.find(id);  // entries are only erased here, so it is still there
+  Entry& after = it->second;
+  after.in_flight = false;
+  if (!done) {
+    ++after.failures;
+    after.not_before = Clock::now() + retry_backoff(after.failures);
+    after.urgent = after.urgent || after.again || urgent;
+  } else if (after.again) {
+    after.failures = 0;
+  } else {
+    entries_.erase(it);
+    if (entries_.empty()) idle_.notify_all();
+    return false;
+  }
+  return true;
+}
+
+bool CommitQueue::run_here(const std::string& id) {
+  const auto now = Clock::now();
+  std::unique_lock lock(mu_);
+  auto [it, fresh] = entries_.try_emplace(id);
+  Entry& e = it->second;
+  if (fresh) e.first_change = e.last_change = now;
+  if (stopping_ || !work_ || e.in_flight) {
+    // Left to the workers, as urgent() would (one in flight runs again).
+    e.urgent = true;
+    e.not_before = now;
+    if (e.in_flight) e.again = true;
+    lock.unlock();
+    wake_.notify_one();
+    return false;
+  }
+  e.in_flight = true;
+  e.again = false;
+  e.urgent = false;
+  lock.unlock();
+  // A failure is retried as urgent: an fsync waits for it.
+  const bool again = settle(lock, id, work_guarded(id), true);
+  lock.unlock();
+  if (again) wake_.notify_one();  // to run again or retry; else no wake-up to pay for
+  return true;
 }
 
 }  // namespace cookiefs::mount

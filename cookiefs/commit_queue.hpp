@@ -48,6 +48,11 @@ class CommitQueue {
 
   void changed(const std::string& session_id);
   void urgent(const std::string& session_id);
+  // Runs the session's work now on the calling thread (an fsync: no hand-off
+  // to a worker and back), unless a run is in flight or the queue stops;
+  // then it is urgent() instead and false is returned. A failed run is
+  // retried by the workers like any other.
+  bool run_here(const std::string& session_id);
 
   // Makes every queued session due now and waits until the queue is empty or
   // the deadline passes (shutdown). Returns true when empty.
@@ -67,6 +72,12 @@ class CommitQueue {
   };
   Clock::time_point due(const Entry& e) const;
   void run();
+  bool work_guarded(const std::string& id);
+  // After a run: takes `lock` (released) and records the outcome (a failed
+  // `urgent` run is retried as urgent, after the back-off). True when the
+  // session is still queued (changed meanwhile, or to retry).
+  bool settle(std::unique_lock<std::mutex>& lock, const std::string& id, bool done,
+              bool urgent = false);
 
   const std::chrono::milliseconds delay_;
   const std::chrono::milliseconds max_lag_;

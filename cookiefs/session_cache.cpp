@@ -493,10 +493,19 @@ void SessionCache::note_change(Session& s) {
 
 void SessionCache::sync(Session& s) {
   const std::uint64_t gen = s.change_gen;
-  queue_.urgent(s.id);
+  auto settled = [&] { return s.committed_gen >= gen || s.deleted; };
+  {
+    std::lock_guard lock(s.state_mu);
+    if (settled()) {
+      if (s.rejected_gen >= gen) throw Errno{EIO};
+      return;  // nothing new since the last commit
+    }
+  }
+  // On this thread when no run is in flight: the commit starts without
+  // waking a worker, and the wait below is then already over.
+  queue_.run_here(s.id);
   std::unique_lock lock(s.state_mu);
-  const bool done = s.committed_cv.wait_for(lock, cfg_.commit_fsync_timeout,
-                                            [&] { return s.committed_gen >= gen || s.deleted; });
+  const bool done = s.committed_cv.wait_for(lock, cfg_.commit_fsync_timeout, settled);
   if (!done || s.rejected_gen >= gen) throw Errno{EIO};
 }
 

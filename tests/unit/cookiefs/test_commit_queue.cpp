@@ -114,3 +114,50 @@ TEST_CASE("urgent skips the coalescing delay; drain empties the queue") {
   CHECK(seen.contains("later"));
   q.stop();
 }
+
+TEST_CASE("run_here runs on the caller's thread, and leaves a session in flight to the workers") {
+  CommitQueue q(1h, 1h);
+  std::mutex mu;
+  std::set<std::thread::id> threads;
+  std::atomic<bool> hold{false};
+  std::atomic<int> runs{0};
+  q.start(
+      [&](const std::string&) {
+        {
+          std::lock_guard lock(mu);
+          threads.insert(std::this_thread::get_id());
+        }
+        ++runs;
+        while (hold) std::this_thread::sleep_for(1ms);
+        return true;
+      },
+      2);
+  // Idle session: it runs here, at once, and nothing is left queued.
+  q.changed("s");
+  CHECK(q.run_here("s"));
+  CHECK(runs == 1);
+  CHECK(q.pending() == 0);
+  {
+    std::lock_guard lock(mu);
+    CHECK(threads.size() == 1);
+    CHECK(threads.contains(std::this_thread::get_id()));
+  }
+  // In flight on a worker: not run twice at once; it runs again after.
+  hold = true;
+  q.urgent("s");
+  CHECK(eventually([&] { return runs == 2; }));
+  CHECK_FALSE(q.run_here("s"));
+  hold = false;
+  CHECK(eventually([&] { return runs == 3 && q.pending() == 0; }));
+  q.stop();
+}
+
+TEST_CASE("a failed run_here is retried by the workers") {
+  CommitQueue q(1h, 1h);
+  std::atomic<int> runs{0};
+  q.start([&](const std::string&) { return ++runs >= 2; }, 1);
+  CHECK(q.run_here("s"));
+  CHECK(runs == 1);
+  CHECK(eventually([&] { return runs == 2 && q.pending() == 0; }));
+  q.stop();
+}

@@ -243,8 +243,8 @@ struct UringTransport::Impl {
     if (count != 2 || iov[1].iov_len < kInitOutFlags2 + 4) return ::writev(fd, iov, count);
     std::vector<char> arg(static_cast<char*>(iov[1].iov_base),
                           static_cast<char*>(iov[1].iov_base) + iov[1].iov_len);
-    const auto flags = patch_init_flags(load<std::uint32_t>(arg.data(), kInitOutFlags),
-                                        kernel_flags.load());
+    const auto flags =
+        patch_init_flags(load<std::uint32_t>(arg.data(), kInitOutFlags), kernel_flags.load());
     store(arg.data(), kInitOutFlags, flags);
     iovec out[2] = {iov[0], {arg.data(), arg.size()}};
     if (!kernel_offers) {

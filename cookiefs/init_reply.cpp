@@ -41,8 +41,8 @@ ssize_t read_hook(int fd, void* buf, size_t len, void*) {
 
 ssize_t writev_hook(int fd, iovec* iov, int count, void*) {
   const std::uint64_t init = init_unique.load();
-  if (init == 0 || count != 2 || iov[0].iov_len < kOutHeader ||
-      iov[1].iov_len < kInitFlags + 4 || load<std::uint64_t>(iov[0].iov_base, 8) != init) {
+  if (init == 0 || count != 2 || iov[0].iov_len < kOutHeader || iov[1].iov_len < kInitFlags + 4 ||
+      load<std::uint64_t>(iov[0].iov_base, 8) != init) {
     return ::writev(fd, iov, count);
   }
   init_unique = 0;

@@ -446,8 +446,8 @@ void commit_batch(pqxx::transaction_base& t, std::vector<BatchCommit>& batch) {
       }
     }
     if (!read_nss.empty()) {
-      for (const auto& row : t.exec_prepared("batch_manifests", text_array(read_nss),
-                                             text_array(read_ids))) {
+      for (const auto& row :
+           t.exec_prepared("batch_manifests", text_array(read_nss), text_array(read_ids))) {
         locked[{row[0].as<std::string>(), row[1].as<std::string>()}].manifest->add(
             row[2].as<std::string>(), row[3].as<std::uint64_t>(), row[4].as<i64>());
       }

@@ -293,7 +293,7 @@ def params(quick):
                 "timeout": 120, "service_seconds": 2, "handoff_sessions": 10,
                 "rss_sessions": 1000}
     return {"budget": 2.0, "min_ops": 20, "max_ops": 100000, "cold_sessions": 50,
-            "timeout": 240, "service_seconds": 10, "handoff_sessions": 50,
+            "timeout": 240, "service_seconds": 10, "handoff_sessions": 200,
             "rss_sessions": 10000}
 
 

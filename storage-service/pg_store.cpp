@@ -350,11 +350,12 @@ wire::CommitReply commit(pqxx::connection_base& conn, const Scope& s,
 }
 
 // The reply to a retry of a commit that landed (its idempotency key is
-// stored), or nothing. Asked only after a check rejected the commit: a retry
-// of a landed commit always fails them (the session moved past its base), and
-// a commit that passes them cannot be a retry of one that landed. Runs after
-// the session's lock, in a new statement (a new snapshot under READ
-// COMMITTED): a commit that finished while we waited for the lock is seen.
+// stored), or nothing. The lock statement reads the key already (a key stored
+// before it began); this is asked only after a check rejected the commit, for
+// a key stored while we waited for the lock: that commit moved the session
+// past the retry's base, so the retry always fails a check. Runs after the
+// lock, in a new statement (a new snapshot under READ COMMITTED), which sees
+// every commit that finished before we got the lock.
 std::optional<wire::CommitReply> replay_of(pqxx::transaction_base& t, const std::string& ns,
                                            const wire::CommitSession& req) {
   if (req.idempotency_key().empty()) return std::nullopt;

@@ -341,48 +341,68 @@ def run_concurrent(args, seed):
     return summary(args, [x for lat in lats for x in lat], elapsed, before, after, None)
 
 
-def concurrent_writer(args, seed, i, barrier, results):
-    """One forked writer of concurrent-64-procs: its jar, then the timed loop."""
+def concurrent_writer(args, seed, i, ready, go_at, results):
+    """One forked writer of concurrent-64-procs: its jar, then changes from the
+    common start time until the common deadline (see run_concurrent_procs)."""
     try:
         jar = SoupJar(os.path.join(session_dir(args.dir, f"{args.session_prefix}-{i}"),
                                    "cookies.sqlite"), "OFF", seed + i)
+        ready.wait(timeout=300)
+        while go_at.value == 0.0:
+            time.sleep(0.001)
+        start = go_at.value
+        time.sleep(max(0.0, start - time.monotonic()))
+        deadline = start + args.budget
+        min_ops = max(1, args.min_ops // CONCURRENT_SESSIONS)
+        max_ops = max(1, args.max_ops // CONCURRENT_SESSIONS)
         lat = []
-        loop = Loop(args.budget, max(1, args.min_ops // CONCURRENT_SESSIONS),
-                    max(1, args.max_ops // CONCURRENT_SESSIONS))
-        barrier.wait(timeout=300)
-        loop.run(jar.replace_one, lat)
+        while len(lat) < max_ops and (len(lat) < min_ops or time.monotonic() < deadline):
+            t0 = time.perf_counter_ns()
+            jar.replace_one()
+            lat.append(time.perf_counter_ns() - t0)
+        end = time.monotonic()
         jar.close()
-        results.put((i, lat, None))
+        results.put((i, lat, end, None))
     except Exception as exc:  # noqa: BLE001 - reported by the parent
         with contextlib.suppress(Exception):
-            barrier.abort()
-        results.put((i, [], repr(exc)))
+            ready.abort()
+        results.put((i, [], None, repr(exc)))
 
 
 def run_concurrent_procs(args, seed):
+    """64 forked writers. Each sets up its jar and waits; the parent then reads
+    the request counters and sets one start time a little ahead, which every
+    writer sleeps until on its own timer (a barrier's release wakes 64
+    processes one after another, seconds apart on two CPUs); every writer
+    stops at the same deadline. ops/s = all changes / (last end - start)."""
     ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(CONCURRENT_SESSIONS + 1)
+    ready = ctx.Barrier(CONCURRENT_SESSIONS + 1)
+    go_at = ctx.Value("d", 0.0)
     results = ctx.Queue()
-    procs = [ctx.Process(target=concurrent_writer, args=(args, seed, i, barrier, results))
+    procs = [ctx.Process(target=concurrent_writer, args=(args, seed, i, ready, go_at, results))
              for i in range(CONCURRENT_SESSIONS)]
     for p in procs:
         p.start()
+    before = None
+    start = time.monotonic()
     try:
-        barrier.wait(timeout=300)  # every jar is set up
+        ready.wait(timeout=300)  # every jar is set up
+        before = scrape_fuse_requests(args.metrics)
+        start = time.monotonic() + 0.2
+        go_at.value = start
     except threading.BrokenBarrierError:
-        pass  # a writer failed: its error comes through the queue
-    before = scrape_fuse_requests(args.metrics)
-    start = time.perf_counter_ns()
+        go_at.value = start  # a writer failed: its error comes through the queue
     # Drained before the joins: a child with a big result blocks on its pipe.
     outcomes = [results.get(timeout=600) for _ in procs]
-    elapsed = time.perf_counter_ns() - start
     after = scrape_fuse_requests(args.metrics)
     for p in procs:
         p.join()
-    errors = [err for _, _, err in outcomes if err]
+    errors = [err for *_, err in outcomes if err]
     if errors:
         raise RuntimeError(f"{len(errors)} writer processes failed, first: {errors[0]}")
-    return summary(args, [x for _, lat, _ in outcomes for x in lat], elapsed, before, after, None)
+    elapsed_ns = int((max(end for _, _, end, _ in outcomes) - start) * 1e9)
+    return summary(args, [x for _, lat, _, _ in outcomes for x in lat], elapsed_ns, before, after,
+                   None)
 
 
 def percentile(sorted_values, q):

@@ -222,9 +222,13 @@ class Loop:
     def __init__(self, budget, min_ops, max_ops):
         self.budget, self.min_ops, self.max_ops = budget, min_ops, max_ops
 
-    def run(self, op, lat):
+    def run(self, op, lat, until=None):
+        """`until`: a time.monotonic() deadline shared with other processes
+        instead of the budget from now."""
         start = time.perf_counter_ns()
         deadline = start + int(self.budget * 1e9)
+        if until is not None:
+            deadline = start + int((until - time.monotonic()) * 1e9)
         n = 0
         while n < self.max_ops and (n < self.min_ops or time.perf_counter_ns() < deadline):
             t0 = time.perf_counter_ns()
@@ -352,14 +356,10 @@ def concurrent_writer(args, seed, i, ready, go_at, results):
             time.sleep(0.001)
         start = go_at.value
         time.sleep(max(0.0, start - time.monotonic()))
-        deadline = start + args.budget
-        min_ops = max(1, args.min_ops // CONCURRENT_SESSIONS)
-        max_ops = max(1, args.max_ops // CONCURRENT_SESSIONS)
         lat = []
-        while len(lat) < max_ops and (len(lat) < min_ops or time.monotonic() < deadline):
-            t0 = time.perf_counter_ns()
-            jar.replace_one()
-            lat.append(time.perf_counter_ns() - t0)
+        Loop(args.budget, max(1, args.min_ops // CONCURRENT_SESSIONS),
+             max(1, args.max_ops // CONCURRENT_SESSIONS)).run(jar.replace_one, lat,
+                                                                until=start + args.budget)
         end = time.monotonic()
         jar.close()
         results.put((i, lat, end, None))

@@ -61,16 +61,27 @@ void CommitQueue::changed(const std::string& id) {
   if (earlier) wake_.notify_one();
 }
 
-void CommitQueue::urgent(const std::string& id) {
+CommitQueue::Entry& CommitQueue::urgent_locked(const std::string& id) {
   const auto now = Clock::now();
+  auto [it, fresh] = entries_.try_emplace(id);
+  Entry& e = it->second;
+  if (fresh) e.first_change = e.last_change = now;
+  e.urgent = true;
+  e.not_before = now;  // an fsync waiter should not sit out a back-off
+  if (e.in_flight) e.again = true;
+  return e;
+}
+
+void CommitQueue::start_run_locked(Entry& e) {
+  e.in_flight = true;
+  e.again = false;
+  e.urgent = false;
+}
+
+void CommitQueue::urgent(const std::string& id) {
   {
     std::lock_guard lock(mu_);
-    auto [it, fresh] = entries_.try_emplace(id);
-    Entry& e = it->second;
-    if (fresh) e.first_change = e.last_change = now;
-    e.urgent = true;
-    e.not_before = now;  // an fsync waiter should not sit out a back-off
-    if (e.in_flight) e.again = true;
+    urgent_locked(id);
   }
   wake_.notify_one();
 }
@@ -114,10 +125,7 @@ void CommitQueue::run() {
       continue;
     }
     const std::string id = next->first;
-    Entry& e = next->second;
-    e.in_flight = true;
-    e.again = false;
-    e.urgent = false;
+    start_run_locked(next->second);
     lock.unlock();
     settle(lock, id, work_guarded(id));
     wake_.notify_one();
@@ -153,23 +161,14 @@ bool CommitQueue::settle(std::unique_lock<std::mutex>& lock, const std::string& 
 }
 
 bool CommitQueue::run_here(const std::string& id) {
-  const auto now = Clock::now();
   std::unique_lock lock(mu_);
-  auto [it, fresh] = entries_.try_emplace(id);
-  Entry& e = it->second;
-  if (fresh) e.first_change = e.last_change = now;
+  Entry& e = urgent_locked(id);
   if (stopping_ || !work_ || e.in_flight) {
-    // Left to the workers, as urgent() would (one in flight runs again).
-    e.urgent = true;
-    e.not_before = now;
-    if (e.in_flight) e.again = true;
     lock.unlock();
-    wake_.notify_one();
+    wake_.notify_one();  // left to the workers (one in flight runs again)
     return false;
   }
-  e.in_flight = true;
-  e.again = false;
-  e.urgent = false;
+  start_run_locked(e);
   lock.unlock();
   // A failure is retried as urgent: an fsync waits for it.
   const bool again = settle(lock, id, work_guarded(id), true);

@@ -72,6 +72,10 @@ class CommitQueue {
   };
   Clock::time_point due(const Entry& e) const;
   void run();
+  // With mu_ held: marks the session urgent (see urgent()).
+  Entry& urgent_locked(const std::string& id);
+  // With mu_ held: the session's run begins.
+  static void start_run_locked(Entry& e);
   bool work_guarded(const std::string& id);
   // After a run: takes `lock` (released) and records the outcome (a failed
   // `urgent` run is retried as urgent, after the back-off). True when the

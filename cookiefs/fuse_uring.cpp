@@ -45,12 +45,10 @@ struct OutHeader {
   std::uint64_t unique;
 };
 static_assert(sizeof(OutHeader) == 16);
-constexpr std::uint32_t kOpInit = 26;
 constexpr std::uint32_t kInitExt = 1u << 30;             // flags
 constexpr std::uint32_t kMaxPages = 1u << 22;            // flags
 constexpr std::uint32_t kOverIoUring = 1u << (41 - 32);  // flags2
-// Offsets in fuse_init_in / fuse_init_out.
-constexpr std::size_t kInitInFlags = 12, kInitInFlags2 = 16;
+// Offsets in fuse_init_out.
 constexpr std::size_t kInitOutFlags = 12, kInitOutMaxWrite = 20, kInitOutMaxPages = 28,
                       kInitOutFlags2 = 36;
 
@@ -183,14 +181,11 @@ struct UringTransport::Impl {
       }
       const ssize_t n = ::read(fd, buf, len);
       if (n < 0 && errno == EAGAIN) continue;  // another reader took it
-      if (n >= static_cast<ssize_t>(sizeof(InHeader) + kInitInFlags2 + 4)) {
-        const auto in = load<InHeader>(buf, 0);
-        if (in.opcode == kOpInit) {
-          const char* arg = static_cast<const char*>(buf) + sizeof(InHeader);
-          const bool ext = load<std::uint32_t>(arg, kInitInFlags) & kInitExt;
-          self.kernel_offers = ext && (load<std::uint32_t>(arg, kInitInFlags2) & kOverIoUring);
-          self.kernel_flags = load<std::uint32_t>(arg, kInitInFlags);
-          self.init_unique = in.unique;
+      if (n > 0) {
+        if (const auto init = init_request(buf, static_cast<std::size_t>(n))) {
+          self.kernel_offers = (init->flags2 & kOverIoUring) != 0;
+          self.kernel_flags = init->flags;
+          self.init_unique = init->unique;
         }
       }
       return n;
@@ -241,11 +236,8 @@ struct UringTransport::Impl {
   ssize_t reply_init(int fd, iovec* iov, int count) {
     init_unique = 0;
     if (count != 2 || iov[1].iov_len < kInitOutFlags2 + 4) return ::writev(fd, iov, count);
-    std::vector<char> arg(static_cast<char*>(iov[1].iov_base),
-                          static_cast<char*>(iov[1].iov_base) + iov[1].iov_len);
-    const auto flags =
-        patch_init_flags(load<std::uint32_t>(arg.data(), kInitOutFlags), kernel_flags.load());
-    store(arg.data(), kInitOutFlags, flags);
+    std::vector<char> arg = init_reply_arg(iov[1], kernel_flags.load());
+    const auto flags = load<std::uint32_t>(arg.data(), kInitOutFlags);
     iovec out[2] = {iov[0], {arg.data(), arg.size()}};
     if (!kernel_offers) {
       spdlog::warn("fuse io_uring: the kernel did not offer it; classic /dev/fuse");

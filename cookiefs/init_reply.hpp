@@ -10,7 +10,7 @@
 //
 // Classic transport: install_init_reply_patch() puts custom I/O on the
 // session that only watches for INIT. The io_uring transport has custom I/O
-// of its own and calls patch_init_flags() on the reply it writes.
+// of its own and uses init_request() and init_reply_arg() in it.
 #pragma once
 
 #ifndef FUSE_USE_VERSION
@@ -18,7 +18,11 @@
 #endif
 #include <fuse_lowlevel.h>
 
+#include <sys/uio.h>
+
 #include <cstdint>
+#include <optional>
+#include <vector>
 
 namespace cookiefs {
 
@@ -28,6 +32,18 @@ inline constexpr std::uint32_t kInitHandleKillpriv = 1u << 19;
 // The reply's flags with what the mount wants added, of what the kernel
 // offered (`offered`: the flags of the kernel's INIT request).
 std::uint32_t patch_init_flags(std::uint32_t reply_flags, std::uint32_t offered);
+
+// What a request read from /dev/fuse (`n` bytes) says, if it is the INIT.
+struct InitRequest {
+  std::uint64_t unique = 0;
+  std::uint32_t flags = 0;   // fuse_init_in.flags
+  std::uint32_t flags2 = 0;  // fuse_init_in.flags2 (0 without FUSE_INIT_EXT)
+};
+std::optional<InitRequest> init_request(const void* buf, std::size_t n);
+
+// A copy of the INIT reply's argument (fuse_init_out, `arg`) with its flags
+// patched (patch_init_flags); empty when `arg` is too short to be one.
+std::vector<char> init_reply_arg(const iovec& arg, std::uint32_t offered);
 
 // After fuse_session_mount, before serving, for the classic transport.
 // Throws std::runtime_error when libfuse refuses custom I/O.

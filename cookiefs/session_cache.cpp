@@ -789,8 +789,6 @@ bool SessionCache::commit(Session& s) {
   const auto started = Clock::now();
   try {
     const auto reply = client_.commit(req);
-    // A create makes this engine the owner (the service records the committer).
-    if (local_create) note_owner(s, cfg_.engine_id, reply.epoch());
     Manifest m = manifest_of(snap, reply.version(), reply.epoch());
     {
       std::lock_guard lock(s.state_mu);
@@ -808,6 +806,14 @@ bool SessionCache::commit(Session& s) {
     // and adopts it). Still under commit_mu, so manifests are written in
     // order. Saves an fsync and a rename (~0.3 ms) on every fsync's path.
     write_manifest(s, m);
+    // A create makes this engine the owner (the service records the
+    // committer). Recorded after the manifest: a stop between the two leaves
+    // the owner unknown (writable, learned again from the service), not an
+    // owner at an epoch the manifest lacks — that reads as a takeover still
+    // under way, read-only until the recovery adopted the landed commit, and
+    // the first write after a restart failed with EROFS (the crash test,
+    // once in a few thousand trials).
+    if (local_create) note_owner(s, cfg_.engine_id, reply.epoch());
     ++counters.commits_ok;
     if (on_commit) on_commit("ok", std::chrono::duration<double>(Clock::now() - started).count());
     spdlog::debug(

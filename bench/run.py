@@ -13,6 +13,7 @@ workloads run as child processes (bench/workload.py).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,9 +33,13 @@ from targets import SOURCE_DIR, Teardown, log  # noqa: E402
 WORKLOADS = ["soup-db", "soup-db-sync", "chromium", "soup-text", "read-hot", "read-cold",
              "concurrent-64", "concurrent-64-procs"]
 TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs", "cookiefs-wb",
-           "cookiefs-wb-uring", "passthrough_ll-cpu0", "cookiefs-wb-cpu0"]
+           "cookiefs-wb-uring", "passthrough_ll-cpu0", "cookiefs-wb-cpu0", "passthrough_ll-poll",
+           "cookiefs-wb-poll"]
+# Not in --quick's default targets: they change a machine setting (HaltPoll).
+QUICK_SKIPS = ("passthrough_ll-poll", "cookiefs-wb-poll")
 COOKIEFS_CLASSES = {"cookiefs": tg.Cookiefs, "cookiefs-wb": tg.CookiefsWriteback,
-                    "cookiefs-wb-uring": tg.CookiefsUring, "cookiefs-wb-cpu0": tg.CookiefsOneCpu}
+                    "cookiefs-wb-uring": tg.CookiefsUring, "cookiefs-wb-cpu0": tg.CookiefsOneCpu,
+                    "cookiefs-wb-poll": tg.CookiefsPoll}
 COOKIEFS_TARGETS = tuple(COOKIEFS_CLASSES)
 WORKLOAD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workload.py")
 
@@ -63,6 +68,8 @@ def make_targets(names, root, tmpfs_root, disk_root, stack, cookiefs_cache):
             made[name] = COOKIEFS_CLASSES[name](root, stack, cache)
         elif name == "passthrough_ll-cpu0":
             made[name] = tg.PassthroughOneCpu(root, tmpfs_root)
+        elif name == "passthrough_ll-poll":
+            made[name] = tg.PassthroughPoll(root, tmpfs_root)
         else:
             raise SystemExit(f"bench: unknown target {name!r} (known: {', '.join(TARGETS)})")
     return made
@@ -78,7 +85,8 @@ def run_workload(target, workload, round_no, p):
         cmd.append("--drop-cache")
     for url in target.metrics:
         cmd += ["--metrics", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=p["timeout"])
+    with target.halt_poll.applied() if target.halt_poll else contextlib.nullcontext():
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=p["timeout"])
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else
                            f"exit {out.returncode}")
@@ -265,7 +273,8 @@ def parse_args():
                    help="short run for CI (< 2 min): small budgets, 1,000 sessions for RSS, "
                         "no callgrind; never fails on timings")
     p.add_argument("--rounds", type=int, help="rounds (default 3)")
-    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--targets", help="comma-separated (default: all; --quick: all but "
+                   + ", ".join(QUICK_SKIPS) + ")")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--work-dir", default="/var/tmp",
                    help="where the run's temp dir lives (disk: ext4 target, PostgreSQL)")
@@ -280,6 +289,8 @@ def parse_args():
     p.add_argument("--markdown", help="write the tables here too")
     args = p.parse_args()
     args.rounds = args.rounds or 3
+    if args.targets is None:
+        args.targets = ",".join(t for t in TARGETS if not (args.quick and t in QUICK_SKIPS))
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     if args.chart is None and not args.quick:
@@ -343,6 +354,8 @@ def main():
             try:
                 if name.startswith("cookiefs") and stack_error:
                     raise RuntimeError(stack_error)
+                if t.halt_poll:
+                    t.halt_poll.check(teardown)
                 t.start(teardown)
                 live.append(name)
                 log(f"target {name} ready")

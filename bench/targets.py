@@ -12,6 +12,8 @@ down again by bench/run.py:
                host and client keys, nothing of the system's ssh touched).
   cookiefs     two cookiefs mounts (engines A and B) over one storage-service
                and a private PostgreSQL.
+  *-cpu0       the daemon and the workload pinned to CPU 0.
+  *-poll       the workload run with the guest's halt polling on (HaltPoll).
 
 Every target has `dir` (where workloads write), `reader_dir` (another view of
 the same files for the cold-read workload: a second mount where one exists),
@@ -127,6 +129,45 @@ def fuse_mount(cmd, mountpoint, log_path, teardown, what):
     return proc
 
 
+class HaltPoll:
+    """cpuidle-haltpoll's guest_halt_poll_ns, set while one target's workloads
+    run and put back after each. An idle vCPU of a KVM guest polls up to this
+    long for work before it halts; 200,000 ns is the driver's default, which
+    this VM's kernel command line turns off (0), so that every wake-up of an
+    idle vCPU is a VM exit on the host (see docs/performance.md)."""
+
+    PATH = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def check(self, teardown):
+        """Raises when this machine has no halt polling to set; registers the
+        restore of the value found, for a run torn down mid-workload."""
+        if not os.path.exists(self.PATH):
+            raise RuntimeError("no cpuidle-haltpoll here (not a KVM guest with that driver)")
+        if not os.access(self.PATH, os.W_OK):
+            raise RuntimeError(f"{self.PATH} is not writable (needs root)")
+        teardown.add("restore guest_halt_poll_ns", self._write, self._read())
+
+    def _read(self):
+        with open(self.PATH) as f:
+            return f.read().strip()
+
+    def _write(self, value):
+        with open(self.PATH, "w") as f:
+            f.write(str(value))
+
+    @contextlib.contextmanager
+    def applied(self):
+        old = self._read()
+        self._write(self.ns)
+        try:
+            yield
+        finally:
+            self._write(old)
+
+
 class Target:
     name = "?"
     drop_cache = False
@@ -137,6 +178,8 @@ class Target:
     # CPU list (taskset -c) for the filesystem's daemon and the workload
     # process; None lets the scheduler place both.
     cpus = None
+    # A HaltPoll in force while this target's workloads run; None: as booted.
+    halt_poll = None
 
     def __init__(self, root):
         self.root = root
@@ -221,6 +264,12 @@ class PassthroughOneCpu(Passthrough):
     """The floor with its daemon and the workload on one CPU (see CookiefsOneCpu)."""
     name = "passthrough_ll-cpu0"
     cpus = "0"
+
+
+class PassthroughPoll(Passthrough):
+    """The floor with the guest's halt polling on (see CookiefsPoll)."""
+    name = "passthrough_ll-poll"
+    halt_poll = HaltPoll(200_000)
 
 
 class Sshfs(Target):
@@ -384,3 +433,15 @@ class CookiefsOneCpu(CookiefsWriteback):
     views = ("pa", "pb")
     session_tag = "wp."
     cpus = "0"
+
+
+class CookiefsPoll(CookiefsWriteback):
+    """cookiefs-wb with the guest's halt polling on while its workloads run:
+    an idle vCPU polls up to 200 µs before it halts, so the wake-ups of a FUSE
+    round trip (the daemon's, then the caller's) find the other vCPU awake.
+    A machine setting, not the mount's: what an operator of a VM gets from
+    the cpuidle-haltpoll driver's default, with neither process pinned."""
+    name = "cookiefs-wb-poll"
+    views = ("ha", "hb")
+    session_tag = "wh."
+    halt_poll = HaltPoll(200_000)

@@ -246,8 +246,13 @@ def chart(results, target_names, path, root):
             f.write(w + " " + " ".join("NaN" if v is None else f"{v:.5f}" for v in vals) + "\n")
     plots = ", ".join(f"'{data}' using {i + 2}:xtic(1) title columnheader"
                       for i in range(len(names)))
-    script = f"""set terminal pngcairo size 1200,560 font ',10'
+    # One distinct colour per target (gnuplot's default cycle repeats after 8).
+    colours = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10",
+               "#000000", "#cc79a7", "#7f7f7f", "#8c564b", "#17becf"]
+    linetypes = "\n".join(f"set linetype {i + 1} lc rgb '{c}'" for i, c in enumerate(colours))
+    script = f"""set terminal pngcairo size 1400,560 font ',10'
 set output '{path}'
+{linetypes}
 set termoption noenhanced
 set title 'cookie-jar workloads: throughput relative to tmpfs (same round, median of rounds)'
 set style data histograms
@@ -257,7 +262,7 @@ set logscale y
 set yrange [0.001:2]
 set ylabel 'ops/s ÷ tmpfs ops/s (log)'
 set grid ytics
-set key top right
+set key outside right top vertical
 set xtics rotate by -20
 plot {plots}, 1 with lines lt 0 notitle
 """

@@ -31,6 +31,7 @@
 #include "control_server.hpp"
 #include "filesystem.hpp"
 #include "fuse_uring.hpp"
+#include "halt_polling.hpp"
 #include "init_reply.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
@@ -52,22 +53,6 @@ constexpr std::chrono::seconds kStopGrace{10};
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
-// A KVM guest whose idle vCPUs halt at once (the cpuidle-haltpoll governor
-// with guest_halt_poll_ns 0) pays a VM exit for each of the two wake-ups of a
-// FUSE round trip: about half of a request's cost on such a VM. A node
-// setting, not ours to change: say so once (docs/deploy.md).
-void note_halt_polling() {
-  std::ifstream governor("/sys/devices/system/cpu/cpuidle/current_governor");
-  std::ifstream poll("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
-  std::string name;
-  long ns = -1;
-  if (governor >> name && name == "haltpoll" && poll >> ns && ns == 0) {
-    spdlog::info(
-        "idle vCPUs of this VM halt without polling (guest_halt_poll_ns 0): each FUSE "
-        "request pays two VM exits; see docs/deploy.md on halt polling");
-  }
-}
 
 // Runs `fusermount3 -uz PATH`; true when it succeeded.
 bool lazy_unmount(const std::string& path) {
@@ -457,7 +442,11 @@ int run(int argc, char** argv) {
   sessions.recover();
   spdlog::info("cookiefs {} serving (engine {}, affinity {}, {} cached sessions)", COOKIEFS_VERSION,
                cfg.engine_id, cfg.affinity, sessions.list().size());
-  note_halt_polling();
+  if (idle_vcpus_halt_without_polling()) {
+    spdlog::info(
+        "idle vCPUs of this VM halt without polling (guest_halt_poll_ns 0): each FUSE "
+        "request pays two VM exits; see docs/deploy.md on halt polling");
+  }
   std::atomic<bool> loop_done{false};
   std::thread stopper([&] {
     stop_on_signal(termination, se, cfg, flusher, loop_done, fs.writes_served,

@@ -40,6 +40,8 @@ TARGETS = ["tmpfs", "ext4", "passthrough_ll", "sshfs", "cookiefs", "cookiefs-wb"
 # code of passthrough_ll and cookiefs-wb, only placed or tuned otherwise.
 QUICK_SKIPS = ("passthrough_ll-cpu0", "cookiefs-wb-cpu0", "passthrough_ll-poll",
                "cookiefs-wb-poll")
+PASSTHROUGH_CLASSES = {"passthrough_ll": tg.Passthrough, "passthrough_ll-cpu0": tg.PassthroughOneCpu,
+                       "passthrough_ll-poll": tg.PassthroughPoll}
 COOKIEFS_CLASSES = {"cookiefs": tg.Cookiefs, "cookiefs-wb": tg.CookiefsWriteback,
                     "cookiefs-wb-uring": tg.CookiefsUring, "cookiefs-wb-cpu0": tg.CookiefsOneCpu,
                     "cookiefs-wb-poll": tg.CookiefsPoll}
@@ -62,17 +64,13 @@ def make_targets(names, root, tmpfs_root, disk_root, stack, cookiefs_cache):
             made[name] = tg.Tmpfs(root, tmpfs_root)
         elif name == "ext4":
             made[name] = tg.Ext4(root, disk_root)
-        elif name == "passthrough_ll":
-            made[name] = tg.Passthrough(root, tmpfs_root)
+        elif name in PASSTHROUGH_CLASSES:
+            made[name] = PASSTHROUGH_CLASSES[name](root, tmpfs_root)
         elif name == "sshfs":
             made[name] = tg.Sshfs(root, tmpfs_root)
         elif name in COOKIEFS_CLASSES:
             cache = tmpfs_root if cookiefs_cache == "tmpfs" else disk_root
             made[name] = COOKIEFS_CLASSES[name](root, stack, cache)
-        elif name == "passthrough_ll-cpu0":
-            made[name] = tg.PassthroughOneCpu(root, tmpfs_root)
-        elif name == "passthrough_ll-poll":
-            made[name] = tg.PassthroughPoll(root, tmpfs_root)
         else:
             raise SystemExit(f"bench: unknown target {name!r} (known: {', '.join(TARGETS)})")
     return made

@@ -494,10 +494,20 @@ void SessionCache::note_change(Session& s) {
 void SessionCache::sync(Session& s) {
   const std::uint64_t gen = s.change_gen;
   auto settled = [&] { return s.committed_gen >= gen || s.deleted; };
+  // Generation 0 is a session as fetched (or loaded) with no change since:
+  // nothing of it can have been rejected. Without this, rejected_gen's
+  // initial 0 made every fsync of an untouched fetched session fail with EIO
+  // -- the first fdatasync of a hot journal that SQLite rolls back after a
+  // crash hand-off.
+  auto rejected = [&] { return gen > 0 && s.rejected_gen >= gen; };
   {
     std::lock_guard lock(s.state_mu);
     if (settled()) {
-      if (s.rejected_gen >= gen) throw Errno{EIO};
+      if (rejected()) {
+        spdlog::warn("fsync answered EIO: the session's changes were refused and kept aside ({})",
+                     s.last_error);
+        throw Errno{EIO};
+      }
       return;  // nothing new since the last commit
     }
   }
@@ -506,7 +516,16 @@ void SessionCache::sync(Session& s) {
   queue_.run_here(s.id);
   std::unique_lock lock(s.state_mu);
   const bool done = s.committed_cv.wait_for(lock, cfg_.commit_fsync_timeout, settled);
-  if (!done || s.rejected_gen >= gen) throw Errno{EIO};
+  if (!done) {
+    spdlog::warn("fsync answered EIO: the commit did not finish within commit.fsync_timeout ({})",
+                 s.last_error.empty() ? "no error recorded" : s.last_error);
+    throw Errno{EIO};
+  }
+  if (rejected()) {
+    spdlog::warn("fsync answered EIO: the session's changes were refused and kept aside ({})",
+                 s.last_error);
+    throw Errno{EIO};
+  }
 }
 
 void SessionCache::remote_changed(const std::string& id, std::uint64_t version,

@@ -50,15 +50,16 @@ def parse_side_channel(path):
     return begun, acked
 
 
-def verify_restored(pattern, seed, db_path, side_path, durable):
+def verify_restored(pattern, seed, db_path, side_path, durable, slack=0):
     """Checks a db restored after a crash: integrity_check ok, content equal
     to the state after exactly k transactions, k <= the last one begun and,
-    when `durable`, k covers every acknowledged one. Returns (problem, k):
-    problem is None when all holds, else one line saying what broke."""
+    when `durable`, k covers every acknowledged one but the last `slack`.
+    Returns (problem, k): problem is None when all holds, else one line
+    saying what broke."""
     writer_cls, make_history = workloads.WRITERS[pattern]
     history = make_history(seed)
     begun, acked = parse_side_channel(side_path)
-    lo = acked + 1 if durable else 0
+    lo = max(0, acked + 1 - slack) if durable else 0
     hi = begun + 1
     if not os.path.exists(db_path):
         if lo == 0:
@@ -79,6 +80,32 @@ def verify_restored(pattern, seed, db_path, side_path, durable):
         return (f"content is not a state after k in [{lo}, {hi}] transactions "
                 f"(begun={begun}, acked={acked}); {where}"), None
     return None, k
+
+
+def state_is(pattern, seed, db_path, k):
+    """None when the jar at db_path passes integrity_check and holds exactly
+    the state after k transactions, else one line saying what it holds."""
+    writer_cls, make_history = workloads.WRITERS[pattern]
+    history = make_history(seed)
+    check = workloads.integrity(db_path)
+    if check != "ok":
+        return f"integrity_check: {check[:300]}"
+    state = workloads.read_state(db_path, writer_cls.table)
+    if workloads.matching_prefix(history, state, k, k + 1) == k:
+        return None
+    near = workloads.matching_prefix(history, state, 0, len(history))
+    return f"expected the state after {k} txns, found {near if near is not None else 'none'}"
+
+
+def write_next(pattern, seed, db_path, k):
+    """The new owner's engine carries on: applies transaction k of the
+    history (the one after the restored state) to the jar in place."""
+    writer_cls, make_history = workloads.WRITERS[pattern]
+    writer = writer_cls(db_path)
+    try:
+        writer.apply(make_history(seed)[k])
+    finally:
+        writer.close()
 
 
 if __name__ == "__main__":

@@ -445,6 +445,24 @@ def write_bytes(path, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, fsync=F
         os.close(fd)
 
 
+def assign(stack, session, engine_id, grace="300ms"):
+    """What the network manager does: `cookiefs-shim assign` of `session` to
+    `engine_id`. Returns the reply (a dict); raises AssertionError naming the
+    exit code and stderr when the assign fails."""
+    import json
+    res = subprocess.run([binary("engine-shim", "cookiefs-shim"), "--storage",
+                          f"127.0.0.1:{stack.storage_port}", "--grace", grace, "--json",
+                          "assign", session, engine_id], capture_output=True, text=True,
+                         timeout=120)
+    if res.returncode != 0:
+        raise AssertionError(f"assign to {engine_id} failed ({res.returncode}): "
+                             f"{res.stderr.strip()[-300:]}")
+    for line in reversed(res.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no JSON in cookiefs-shim output: {res.stdout!r}")
+
+
 def fsync_path(path):
     """Forces a commit of path's session: fsync returns only after the
     session's snapshot is in PostgreSQL (the mount's contract)."""

@@ -12,6 +12,12 @@ Writers reproduce each engine's SQLite usage (measured with strace, see
 - SoupDbWriter: libsoup's jar: synchronous=OFF, secure_delete, rollback
   journal (DELETE mode), every statement its own autocommit transaction;
   a replaced cookie is DELETE + INSERT (two transactions).
+- SoupFullWriter: the same with synchronous=FULL (fdatasync of journal and
+  db per transaction). The commit point, the journal's unlink, is not
+  synced at FULL (SQLite documents this for DELETE mode, on any disk), so
+  the last acknowledged transaction may roll back after a crash.
+- SoupExtraWriter: synchronous=EXTRA, which also syncs the directory after
+  the unlink: every acknowledged transaction is durable.
 - ChromiumWriter: journal_mode=TRUNCATE, synchronous=FULL (fdatasync of
   journal and db), reads through a read-only shared mmap (PRAGMA mmap_size),
   several changes batched per transaction.
@@ -157,10 +163,11 @@ class SoupDbWriter:
     """libsoup's SQLite cookie jar usage."""
 
     table = "moz_cookies"
+    synchronous = "OFF"
 
     def __init__(self, path):
         self.conn = sqlite3.connect(path, isolation_level=None)
-        self.conn.execute("PRAGMA synchronous = OFF")
+        self.conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self.conn.execute("PRAGMA secure_delete = 1")
 
     def apply(self, txn):
@@ -182,6 +189,21 @@ class SoupDbWriter:
 
     def close(self):
         self.conn.close()
+
+
+class SoupFullWriter(SoupDbWriter):
+    """libsoup's statements with synchronous=FULL: every autocommit
+    transaction fdatasyncs its journal and the db, so each one the writer
+    saw return is acknowledged."""
+
+    synchronous = "FULL"
+
+
+class SoupExtraWriter(SoupDbWriter):
+    """libsoup's statements with synchronous=EXTRA (the journal's unlink is
+    followed by an fsync of the directory)."""
+
+    synchronous = "EXTRA"
 
 
 class ChromiumWriter:
@@ -236,7 +258,9 @@ class WalWriter(ChromiumWriter):
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
 
-WRITERS = {"soup": (SoupDbWriter, soup_history), "chromium": (ChromiumWriter, batched_history),
+WRITERS = {"soup": (SoupDbWriter, soup_history), "soup-full": (SoupFullWriter, soup_history),
+           "soup-extra": (SoupExtraWriter, soup_history),
+           "chromium": (ChromiumWriter, batched_history),
            "wal": (WalWriter, batched_history)}
 
 

@@ -122,6 +122,7 @@ template <class Body>
 void serve(fuse_req_t req, Op op, Body&& body) {
   Filesystem& fs = fs_of(req);  // req is gone once replied
   const auto start = std::chrono::steady_clock::now();
+  if (fs.metrics) fs.metrics->arrived(op);
   int err = 0;
   try {
     body();
@@ -132,7 +133,7 @@ void serve(fuse_req_t req, Op op, Body&& body) {
     err = EIO;
   }
   if (err) fuse_reply_err(req, err);
-  if (fs.metrics) fs.metrics->request(op, std::chrono::steady_clock::now() - start, err);
+  if (fs.metrics) fs.metrics->answered(op, std::chrono::steady_clock::now() - start, err);
 }
 
 // Throws Errno(errno) when rc < 0.

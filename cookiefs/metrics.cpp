@@ -94,9 +94,12 @@ Metrics::Metrics(const std::string& listen) : registry_(std::make_shared<prometh
   }
 }
 
-void Metrics::request(Op op, std::chrono::steady_clock::duration took, int err) {
+void Metrics::arrived(Op op) {
+  requests_[static_cast<std::size_t>(op)]->Increment();
+}
+
+void Metrics::answered(Op op, std::chrono::steady_clock::duration took, int err) {
   const auto i = static_cast<std::size_t>(op);
-  requests_[i]->Increment();
   if (err) errors_[i]->Increment();
   durations_[i]->Observe(std::chrono::duration<double>(took).count());
 }

@@ -54,7 +54,12 @@ class Metrics {
   // Throws std::exception when the listen address cannot be bound.
   explicit Metrics(const std::string& listen);
 
-  void request(Op op, std::chrono::steady_clock::duration took, int err);
+  // A request is counted when it arrives, before its reply: once a syscall
+  // returned, every request it caused is in cookiefs_fuse_requests_total
+  // (a reader of the counter never races the reply). Its duration and error
+  // are recorded after the reply.
+  void arrived(Op op);
+  void answered(Op op, std::chrono::steady_clock::duration took, int err);
   void commit(const std::string& result, double seconds);
   // /readyz answers 503 with the check's reason while it says not ready.
   void set_readiness(HealthHttpServer::ReadinessCheck ready);

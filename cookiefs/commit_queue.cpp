@@ -24,6 +24,10 @@ CommitQueue::~CommitQueue() {
 }
 
 void CommitQueue::start(Work work, int threads) {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = false;  // a stopped queue may be started again
+  }
   work_ = std::move(work);
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
 }

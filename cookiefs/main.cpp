@@ -278,7 +278,10 @@ int run(int argc, char** argv) {
   copts.client_name = std::string("cookiefs/") + COOKIEFS_VERSION;
   StorageClient client(copts);
   CommitQueue queue(cfg.commit_delay, cfg.commit_max_lag);
-  SessionCache sessions(cfg, client, queue);
+  ClientSessionStore store(client);
+  PosixDisk disk;
+  SystemTime time;
+  SessionCache sessions(cfg, store, queue, disk, time);
   try {
     sessions.open();
   } catch (const std::exception& e) {

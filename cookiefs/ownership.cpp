@@ -16,8 +16,7 @@
 // FUSE or control-socket threads.
 #include <spdlog/spdlog.h>
 
-#include <fstream>
-#include <thread>
+#include <sstream>
 
 #include "session_cache.hpp"
 
@@ -39,11 +38,6 @@ wire::Envelope ack() {
   return env;
 }
 
-bool transient_code(wire::ErrorCode c) {
-  return c == wire::UNAVAILABLE || c == wire::SHUTTING_DOWN || c == wire::INTERNAL ||
-         c == wire::ERROR_UNSPECIFIED;
-}
-
 std::chrono::milliseconds timeout_or(std::uint32_t ms, std::chrono::milliseconds fallback) {
   return ms ? std::chrono::milliseconds(ms) : fallback;
 }
@@ -53,7 +47,13 @@ std::chrono::milliseconds timeout_or(std::uint32_t ms, std::chrono::milliseconds
 // ---- owner record ---------------------------------------------------------
 
 void SessionCache::load_owner(Session& s) {
-  std::ifstream in(s.dir / "owner");
+  std::string text;
+  try {
+    text = disk_.read_file(s.dir / "owner");
+  } catch (const std::system_error&) {
+    return;  // never recorded: learned from the service
+  }
+  std::istringstream in(text);
   std::uint64_t epoch = 0;
   std::string owner;
   if (in >> epoch >> owner) {
@@ -67,16 +67,13 @@ void SessionCache::save_owner(const Session& s) {
   // Not fsync'ed: after a crash the owner is learned again from the service,
   // and the epoch in the manifest still fences every commit.
   const fs::path tmp = s.dir / "owner.tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << s.owner_epoch << ' ' << (s.owner.empty() ? "-" : s.owner) << '\n';
-    if (!out) {
-      spdlog::warn("cannot record a session's owner in the cache dir");
-      return;
-    }
+  try {
+    disk_.write_file(
+        tmp, std::to_string(s.owner_epoch) + ' ' + (s.owner.empty() ? "-" : s.owner) + '\n', 0600);
+    disk_.rename(tmp, s.dir / "owner");
+  } catch (const std::system_error& e) {
+    spdlog::warn("cannot record a session's owner in the cache dir: {}", e.code().message());
   }
-  std::error_code ec;
-  fs::rename(tmp, s.dir / "owner", ec);
 }
 
 void SessionCache::note_owner(Session& s, const std::string& owner, std::uint64_t epoch) {
@@ -98,8 +95,7 @@ bool SessionCache::owned_locked(const Session& s) const {
 
 bool SessionCache::writable_locked(const Session& s) const {
   if (s.deleted) return false;
-  if (s.retired_epoch != 0 && s.retired_epoch >= s.owner_epoch &&
-      std::chrono::steady_clock::now() < s.retired_until) {
+  if (s.retired_epoch != 0 && s.retired_epoch >= s.owner_epoch && time_.now() < s.retired_until) {
     return false;
   }
   // Never heard of an owner: created here and not committed yet, or a cache
@@ -118,8 +114,8 @@ bool SessionCache::writable_locked(const Session& s) const {
 Access SessionCache::access(Session& s) {
   std::lock_guard lock(s.state_mu);
   if (writable_locked(s)) return Access::writable;
-  const bool retired = s.retired_epoch != 0 && s.retired_epoch >= s.owner_epoch &&
-                       std::chrono::steady_clock::now() < s.retired_until;
+  const bool retired =
+      s.retired_epoch != 0 && s.retired_epoch >= s.owner_epoch && time_.now() < s.retired_until;
   if (cfg_.affinity == "auto" && s.owner_known && s.owner.empty() && !retired && !s.deleted) {
     return Access::claimable;
   }
@@ -140,7 +136,7 @@ void SessionCache::ensure_writable(Session& s) {
   req.set_grace_ms(static_cast<std::uint32_t>(cfg_.claim_timeout.count()));
   wire::AssignReply reply;
   try {
-    reply = client_.assign(req, 3 * cfg_.claim_timeout);
+    reply = store_.assign(req, 3 * cfg_.claim_timeout);
   } catch (const RequestError& e) {
     spdlog::info("claiming an unowned session failed ({}); it stays read-only here",
                  wire::ErrorCode_Name(e.code()));
@@ -209,9 +205,9 @@ bool SessionCache::process_unheld(const std::string& id, std::optional<OwnerNote
     done.set_session_id(id);
     done.set_epoch(drain->epoch);
     try {
-      client_.drain_done(done);
+      store_.drain_done(done);
     } catch (const RequestError& e) {
-      if (transient_code(e.code())) {
+      if (transient(e.code())) {
         std::lock_guard lock(mu_);
         drain_notes_.try_emplace(id, *drain);
         return false;
@@ -263,8 +259,7 @@ bool SessionCache::settle_drain(Session& s) {
     // Until the owner change arrives, and at most until the assign must have
     // ended either way (it holds its mark for 2 × grace + 10 s).
     retire(s, epoch,
-           std::chrono::steady_clock::now() + 2 * std::chrono::milliseconds(deadline_ms) +
-               std::chrono::seconds(10));
+           time_.now() + 2 * std::chrono::milliseconds(deadline_ms) + std::chrono::seconds(10));
     if (!resend_unsettled(s) || !commit(s)) return false;
   }
   wire::DrainDone done;
@@ -275,9 +270,9 @@ bool SessionCache::settle_drain(Session& s) {
     done.set_version(s.manifest.version);
   }
   try {
-    client_.drain_done(done);
+    store_.drain_done(done);
   } catch (const RequestError& e) {
-    if (transient_code(e.code())) return false;
+    if (transient(e.code())) return false;
     spdlog::warn("drain confirmation refused: {}", wire::ErrorCode_Name(e.code()));
   }
   {
@@ -315,9 +310,9 @@ bool SessionCache::settle_ready(Session& s) {
     ready.set_version(s.manifest.version);
   }
   try {
-    client_.session_ready(ready);
+    store_.session_ready(ready);
   } catch (const RequestError& e) {
-    if (transient_code(e.code())) return false;
+    if (transient(e.code())) return false;
     spdlog::warn("ready confirmation refused: {}", wire::ErrorCode_Name(e.code()));
   }
   {
@@ -340,7 +335,7 @@ bool SessionCache::wait_committed(Session& s, std::chrono::milliseconds timeout,
   if (!done) {
     code = wire::UNAVAILABLE;
     why = std::string("timed out waiting for the commit (storage service ") +
-          (client_.connected() ? "connected" : "unreachable") + ")";
+          (store_.connected() ? "connected" : "unreachable") + ")";
     return false;
   }
   if (gen > 0 && s.rejected_gen >= gen) {
@@ -397,7 +392,7 @@ wire::Envelope SessionCache::control_release(const wire::Release& req) {
     rel.set_epoch(s->manifest.epoch);
   }
   try {
-    client_.release(rel);
+    store_.release(rel);
   } catch (const RequestError& e) {
     unretire();
     return error_reply(e.code(), std::string("release failed: ") + e.what());
@@ -412,7 +407,7 @@ wire::Envelope SessionCache::control_status(const wire::StatusRequest& req) {
   wire::Envelope env;
   auto* st = env.mutable_session_status();
   st->set_session_id(req.session_id());
-  st->set_connected(client_.connected());
+  st->set_connected(store_.connected());
   auto s = find(req.session_id());
   if (!s) return env;
   const Access a = access(*s);
@@ -429,8 +424,7 @@ wire::Envelope SessionCache::control_status(const wire::StatusRequest& req) {
 }
 
 wire::Envelope SessionCache::control_wait_ready(const wire::WaitReady& req) {
-  const auto deadline =
-      std::chrono::steady_clock::now() + timeout_or(req.timeout_ms(), std::chrono::seconds(30));
+  const auto deadline = time_.now() + timeout_or(req.timeout_ms(), std::chrono::seconds(30));
   for (;;) {
     auto s = find(req.session_id());
     if (!s) {
@@ -444,11 +438,11 @@ wire::Envelope SessionCache::control_wait_ready(const wire::WaitReady& req) {
       std::lock_guard lock(s->state_mu);
       if (s->ready_epoch == 0 && s->drain_epoch == 0) return ack();
     }
-    if (std::chrono::steady_clock::now() >= deadline) {
+    if (time_.now() >= deadline) {
       return error_reply(wire::UNAVAILABLE,
                          "timed out waiting for the session to be held and writable here");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    time_.sleep_for(std::chrono::milliseconds(20));
   }
 }
 

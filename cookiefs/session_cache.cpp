@@ -31,99 +31,18 @@ std::string random_hex() {
   return buf;
 }
 
-std::string read_all(int fd) {
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw std::system_error(errno, std::generic_category(), "read");
-    if (n == 0) return out;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
-void write_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw std::system_error(errno, std::generic_category(), "write");
-    done += static_cast<std::size_t>(n);
-  }
-}
-
-// Owns a file descriptor.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
-
-void write_file_atomically(const fs::path& path, const std::string& data) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open manifest");
-    write_all(f.fd, data);
-    if (::fsync(f.fd) != 0) throw std::system_error(errno, std::generic_category(), "fsync");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw std::system_error(errno, std::generic_category(), "rename manifest");
-  }
-}
-
-std::string read_path(const fs::path& path) {
-  Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
-  return read_all(f.fd);
-}
-
-// Writes `content` into an existing or new file without replacing its inode,
-// so the kernel's and the inode table's handles on it stay valid.
-void write_in_place(const fs::path& path, const std::string& content, std::uint32_t mode) {
-  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-              mode & kModeBits));
-  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
-  write_all(f.fd, content);
-  ::fchmod(f.fd, mode & kModeBits);
-}
-
-// Writes a file of a fetch's private staging dir (made empty in advance):
-// no temporary name, no fsync.
-void fill_file(const fs::path& path, const std::string& content) {
-  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "open");
-  write_all(f.fd, content);
-}
-
 // An empty file in a staging dir, renamed over the fetched session's first file.
 constexpr const char* kStagingBlank = "blank";
-
-void make_file(const fs::path& path) {
-  Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), "create");
-}
-
-void make_dir(const fs::path& path) {
-  if (::mkdir(path.c_str(), 0755) != 0) {
-    throw std::system_error(errno, std::generic_category(), "mkdir");
-  }
-}
 
 // A fetch's staging dir until it is renamed into place; removed on failure so
 // a failed lookup leaves nothing behind until the next start-up.
 struct StagingDir {
+  CacheDisk& disk;
   fs::path path;
   bool kept = false;
-  explicit StagingDir(fs::path p) : path(std::move(p)) {}
+  StagingDir(CacheDisk& d, fs::path p) : disk(d), path(std::move(p)) {}
   ~StagingDir() {
-    std::error_code ec;
-    if (!kept) fs::remove_all(path, ec);
+    if (!kept) disk.remove_all(path);
   }
   StagingDir(const StagingDir&) = delete;
   StagingDir& operator=(const StagingDir&) = delete;
@@ -132,7 +51,7 @@ struct StagingDir {
 // Writes the entries of `target` (with the contents in `reply`) under `base`,
 // skipping those `local` already has as wanted; `give` hands each written
 // path to the mount owner. Parents sort before their children.
-TouchedPaths write_entries(const fs::path& base, const wire::FetchReply& reply,
+TouchedPaths write_entries(CacheDisk& disk, const fs::path& base, const wire::FetchReply& reply,
                            const Manifest& target, const Snapshot& local,
                            const std::function<void(const fs::path&)>& give) {
   TouchedPaths touched;
@@ -148,30 +67,20 @@ TouchedPaths write_entries(const fs::path& base, const wire::FetchReply& reply,
     const fs::path p = base / f->path();
     switch (f->kind()) {
       case wire::DIRECTORY:
-        if (::mkdir(p.c_str(), want.mode) != 0 && errno != EEXIST) {
-          throw std::system_error(errno, std::generic_category(), "mkdir");
-        }
-        ::chmod(p.c_str(), want.mode);
+        disk.make_dir(p, want.mode, true);
+        disk.chmod(p, want.mode);
         break;
-      case wire::SYMLINK: {
-        std::error_code ec;
-        fs::remove(p, ec);
-        fs::create_symlink(f->content(), p);
+      case wire::SYMLINK:
+        disk.symlink(f->content(), p);
         break;
-      }
       default:
-        write_in_place(p, f->content(), want.mode);
+        disk.write_file(p, f->content(), want.mode & kModeBits);
         break;
     }
     give(p);
     touched.push_back(f->path());
   }
   return touched;
-}
-
-bool transient(wire::ErrorCode c) {
-  return c == wire::UNAVAILABLE || c == wire::SHUTTING_DOWN || c == wire::INTERNAL ||
-         c == wire::ERROR_UNSPECIFIED || c == wire::UNAUTHENTICATED;
 }
 
 // The manifest of a fetched version. `contents`: sizes and hashes come from the
@@ -195,27 +104,22 @@ Manifest manifest_of_reply(const wire::FetchReply& reply, bool contents) {
 
 }  // namespace
 
-SessionCache::SessionCache(const MountConfig& cfg, StorageClient& client, CommitQueue& queue)
-    : cfg_(cfg), client_(client), queue_(queue), root_(cfg.cache_dir) {}
+SessionCache::SessionCache(const MountConfig& cfg, SessionStore& store, CommitQueue& queue,
+                           CacheDisk& disk, const TimeSource& time)
+    : cfg_(cfg), store_(store), queue_(queue), disk_(disk), time_(time), root_(cfg.cache_dir) {}
 
-SessionCache::~SessionCache() {
-  if (lock_fd_ >= 0) ::close(lock_fd_);
-}
+SessionCache::~SessionCache() = default;
 
 void SessionCache::open() {
-  fs::create_directories(root_ / "sessions");
-  fs::create_directories(root_ / "quarantine");
+  disk_.make_dirs(root_ / "sessions");
+  disk_.make_dirs(root_ / "quarantine");
   // Canonical, so a session-relative path can be read back from /proc/self/fd.
-  root_ = fs::canonical(root_);
-  lock_fd_ = ::open((root_ / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0) throw std::system_error(errno, std::generic_category(), "cache_dir lock");
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+  root_ = disk_.canonical(root_);
+  if (!disk_.lock(root_ / "lock"))
     throw std::runtime_error("cache_dir: in use by another cookiefs");
-  }
-  for (const auto& d : fs::directory_iterator(root_ / "sessions")) {
-    const std::string name = d.path().filename().string();
+  for (const auto& name : disk_.list(root_ / "sessions")) {
     if (!valid_id(name)) {
-      fs::remove_all(d.path());  // leftovers of an interrupted fetch or delete
+      disk_.remove_all(root_ / "sessions" / name);  // leftovers of an interrupted fetch or delete
       continue;
     }
     try {
@@ -236,9 +140,9 @@ constexpr const char* kPagesInFlight = "pages-in-flight";
 
 std::shared_ptr<Session> SessionCache::load(const std::string& id) {
   auto s = std::make_shared<Session>(id, root_ / "sessions" / id);
-  s->manifest = decode_manifest(read_path(s->dir / "manifest"));
+  s->manifest = decode_manifest(disk_.read_file(s->dir / "manifest"));
   load_owner(*s);
-  if (fs::exists(s->dir / kPagesInFlight)) {
+  if (disk_.exists(s->dir / kPagesInFlight)) {
     s->torn = true;
     s->pages_in_flight = true;
   }
@@ -250,7 +154,7 @@ std::shared_ptr<Session> SessionCache::load(const std::string& id) {
 void SessionCache::recover() {
   std::vector<std::string> ids;
   for (const auto& s : list()) ids.push_back(s->id);
-  if (!ids.empty()) client_.subscribe(ids);
+  if (!ids.empty()) store_.subscribe(ids);
   for (const auto& id : ids) queue_.urgent(id);
 }
 
@@ -283,13 +187,13 @@ void SessionCache::set_error(Session& s, const std::string& e) {
 
 // Every inode a fetch writes, made while its request is in flight.
 void SessionCache::prepare_staging(const Session& staging) const {
-  make_dir(staging.dir);
-  make_dir(staging.files());
+  disk_.make_dir(staging.dir, 0700, false);
+  disk_.make_dir(staging.files(), 0755, false);
   give_to_mount_owner(staging.files());
-  make_file(staging.dir / "manifest");
-  make_file(staging.dir / kStagingBlank);
+  disk_.make_file(staging.dir / "manifest");
+  disk_.make_file(staging.dir / kStagingBlank);
   // save_owner() writes owner.tmp, then renames it: it now only truncates it.
-  make_file(staging.dir / "owner.tmp");
+  disk_.make_file(staging.dir / "owner.tmp");
 }
 
 std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
@@ -303,16 +207,16 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   // Subscribed before the fetch: a commit landing between the fetch's answer
   // and the session's insertion below would otherwise never be announced, and
   // this mount would serve the older version until the next reconnect.
-  client_.subscribe({id});
+  store_.subscribe({id});
   const auto unsubscribe_unless_held = [&] {
     std::lock_guard lock(mu_);
-    if (!sessions_.contains(id)) client_.unsubscribe({id});
+    if (!sessions_.contains(id)) store_.unsubscribe({id});
   };
-  wire::Envelope env;
-  env.mutable_fetch()->set_session_id(id);
+  wire::FetchSession fetch;
+  fetch.set_session_id(id);
   // Offline, a lookup must not hang for the client's whole retry deadline:
   // wait only as long as a (re)connect normally takes.
-  const auto timeout = client_.connected() ? std::chrono::milliseconds(0) : kOfflineFetchTimeout;
+  const auto timeout = store_.connected() ? std::chrono::milliseconds(0) : kOfflineFetchTimeout;
   // Pipelined: the request is on its way before the staging dir is made, as
   // creating an inode costs a few hundred microseconds on the cache's ext4.
   // Written beside the cache under a name that is not a valid id, then renamed
@@ -321,15 +225,14 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   // page-cache write, and a leftover staging dir is removed at start-up.
   auto answered = std::make_shared<std::promise<StorageClient::Result>>();
   auto answer = answered->get_future();
-  client_.call(
-      std::move(env), [answered](StorageClient::Result r) { answered->set_value(std::move(r)); },
-      timeout);
+  store_.fetch_async(
+      fetch, [answered](StorageClient::Result r) { answered->set_value(std::move(r)); }, timeout);
   fs::path spare;
   {
     std::lock_guard lock(mu_);
     spare = std::exchange(spare_staging_, fs::path());
   }
-  StagingDir tmp(spare.empty() ? root_ / "sessions" / (".fetch-" + random_hex()) : spare);
+  StagingDir tmp(disk_, spare.empty() ? root_ / "sessions" / (".fetch-" + random_hex()) : spare);
   Session staging(id, tmp.path);
   std::string unprepared;
   try {
@@ -371,13 +274,13 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
         });
     const fs::path blank = staging.dir / kStagingBlank;
     if (first == staging.manifest.entries.end()) {
-      ::unlink(blank.c_str());
-    } else if (::rename(blank.c_str(), (staging.files() / first->first).c_str()) != 0) {
-      throw std::system_error(errno, std::generic_category(), "rename");
+      disk_.unlink(blank);
+    } else {
+      disk_.rename(blank, staging.files() / first->first);
     }
-    write_entries(staging.files(), reply, staging.manifest, {},
+    write_entries(disk_, staging.files(), reply, staging.manifest, {},
                   [this](const fs::path& p) { give_to_mount_owner(p); });
-    fill_file(staging.dir / "manifest", encode_manifest(staging.manifest));
+    disk_.write_file(staging.dir / "manifest", encode_manifest(staging.manifest), 0600);
     staging.owner_known = true;
     staging.owner = reply.info().owner();
     staging.owner_epoch = reply.info().epoch();
@@ -398,7 +301,7 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   s->owner_epoch = staging.owner_epoch;
   std::lock_guard lock(mu_);
   if (auto it = sessions_.find(id); it != sessions_.end()) return it->second;
-  fs::rename(tmp.path, s->dir);
+  disk_.rename(tmp.path, s->dir);
   tmp.kept = true;
   sessions_.emplace(id, s);
   // Events that arrived before the emplace found no session and were dropped:
@@ -416,14 +319,20 @@ std::shared_ptr<Session> SessionCache::create(const std::string& id) {
     std::lock_guard lock(mu_);
     if (sessions_.contains(id)) throw Errno{EEXIST};
     const fs::path dir = root_ / "sessions" / id;
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-    fs::create_directories(dir / "files");
+    disk_.remove_all(dir);
     s = std::make_shared<Session>(id, dir);
-    write_manifest(*s, s->manifest);
+    try {
+      disk_.make_dirs(dir / "files");
+      write_manifest(*s, s->manifest);
+    } catch (const std::system_error& e) {
+      disk_.remove_all(dir);
+      spdlog::error("creating a session in the cache dir failed: {}", e.code().message());
+      throw Errno{e.code().value() == ENOSPC || e.code().value() == EDQUOT ? e.code().value()
+                                                                           : EIO};
+    }
     sessions_.emplace(id, s);
   }
-  client_.subscribe({id});
+  store_.subscribe({id});
   ++s->change_gen;
   queue_.changed(id);
   return s;
@@ -434,7 +343,7 @@ void SessionCache::remove(const std::string& id) {
   if (!s) throw Errno{ENOENT};
   if (access(*s) == Access::read_only) throw Errno{EROFS};
   std::lock_guard commit_lock(s->commit_mu);
-  if (!fs::is_empty(s->files())) throw Errno{ENOTEMPTY};
+  if (!disk_.is_empty_dir(s->files())) throw Errno{ENOTEMPTY};
   wire::DeleteSession req;
   req.set_session_id(id);
   {
@@ -442,14 +351,14 @@ void SessionCache::remove(const std::string& id) {
     req.set_writer_epoch(s->manifest.epoch);
   }
   try {
-    client_.delete_session(req);
+    store_.delete_session(req);
   } catch (const RequestError& e) {
     if (e.code() != wire::NOT_FOUND) {
       spdlog::warn("deleting a session failed: {}", wire::ErrorCode_Name(e.code()));
       throw Errno{e.code() == wire::STALE_EPOCH || e.code() == wire::NOT_OWNER ? EPERM : EIO};
     }
   }
-  client_.unsubscribe({id});
+  store_.unsubscribe({id});
   forget(id, true);
   std::lock_guard lock(s->state_mu);
   s->deleted = true;
@@ -467,23 +376,28 @@ void SessionCache::forget(const std::string& id, bool remove_files) {
   }
   if (remove_files) {
     const fs::path trash = root_ / "sessions" / (".trash-" + random_hex());
-    std::error_code ec;
-    fs::rename(s->dir, trash, ec);
-    fs::remove_all(ec ? s->dir : trash, ec);
+    bool moved = true;
+    try {
+      disk_.rename(s->dir, trash);
+    } catch (const std::system_error&) {
+      moved = false;
+    }
+    disk_.remove_all(moved ? trash : s->dir);
   }
 }
 
 void SessionCache::note_write_back(Session& s) {
   if (s.pages_in_flight.exchange(true)) return;
   // Before the bytes land: a crash from here on finds the mark.
-  const int fd =
-      ::open((s.dir / kPagesInFlight).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
-    s.pages_in_flight = false;
-    spdlog::error("cannot mark a session's pages in flight: {}", std::strerror(errno));
-    throw Errno{EIO};
+  try {
+    disk_.make_file(s.dir / kPagesInFlight);
+  } catch (const std::system_error& e) {
+    if (e.code().value() != EEXIST) {
+      s.pages_in_flight = false;
+      spdlog::error("cannot mark a session's pages in flight: {}", e.code().message());
+      throw Errno{e.code().value() == ENOSPC ? ENOSPC : EIO};
+    }
   }
-  ::close(fd);
 }
 
 void SessionCache::note_change(Session& s) {
@@ -553,6 +467,22 @@ void SessionCache::reconnected() {
 }
 
 bool SessionCache::process(const std::string& id) {
+  // The one place where a step's unexpected failure (a cache-dir write that
+  // failed: ENOSPC, EIO) is logged and counted; the queue retries the session.
+  try {
+    return process_once(id);
+  } catch (const std::system_error& e) {
+    ++counters.work_failures;
+    spdlog::error("session work failed, will retry: {} ({})", e.code().message(),
+                  e.code().value() == ENOSPC ? "the cache dir is full" : "cache dir I/O");
+  } catch (const std::exception& e) {
+    ++counters.work_failures;
+    spdlog::error("session work failed, will retry: {}", e.what());
+  }
+  return false;
+}
+
+bool SessionCache::process_once(const std::string& id) {
   std::optional<OwnerNote> note;
   std::optional<DrainNote> drain;
   {
@@ -624,7 +554,7 @@ bool SessionCache::resend_unsettled(Session& s) {
     gen = s.unsettled_gen;
   }
   try {
-    const auto reply = client_.commit(req);
+    const auto reply = store_.commit(req);
     std::lock_guard lock(s.state_mu);
     Manifest m = s.manifest;
     for (const auto& f : req.changed()) {
@@ -669,14 +599,14 @@ bool SessionCache::snapshot_at_rest(Session& s, Snapshot& snap, std::uint64_t& g
     std::unique_lock tree(s.tree_lock);
     if (before_snapshot && s.change_gen != quiet) {
       tree.unlock();
-      std::this_thread::sleep_for(std::chrono::microseconds(100 * attempt));
+      time_.sleep_for(std::chrono::microseconds(100 * attempt));
       continue;
     }
     gen = s.change_gen;
     snap = take_snapshot(s);
     // At rest: the tree is one instant of the application's view again.
     if (before_snapshot && s.pages_in_flight) {
-      ::unlink((s.dir / kPagesInFlight).c_str());
+      disk_.unlink(s.dir / kPagesInFlight);
       s.pages_in_flight = false;
     }
     return true;
@@ -705,7 +635,7 @@ bool SessionCache::revert_torn(Session& s) {
     wire::FetchSession req;
     req.set_session_id(s.id);
     try {
-      reply = client_.fetch(req);
+      reply = store_.fetch(req);
     } catch (const RequestError& e) {
       if (e.code() != wire::NOT_FOUND) return false;
       s.remote_deleted = true;  // handled by the next run
@@ -722,10 +652,9 @@ bool SessionCache::revert_torn(Session& s) {
       note_owner(s, reply.info().owner(), reply.info().epoch());
       touched = apply(s, reply, take_snapshot(s));
     } else {
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(s.files(), ec)) fs::remove_all(e.path(), ec);
+      for (const auto& name : disk_.list(s.files())) disk_.remove_all(s.files() / name);
     }
-    ::unlink((s.dir / kPagesInFlight).c_str());
+    disk_.unlink(s.dir / kPagesInFlight);
     s.pages_in_flight = false;
     s.torn = false;
     std::lock_guard lock(s.state_mu);
@@ -784,7 +713,10 @@ bool SessionCache::commit(Session& s) {
   req.set_writer_epoch(base.epoch);
   req.set_base_version(base.version);
   req.set_create(base.version == 0);
-  req.set_idempotency_key(cfg_.engine_id + "/" + s.id + "/" + random_hex());
+  // 128 random bits: unique without naming the engine or the session, whose
+  // ids (up to 128 bytes each) made the key exceed the service's 128-byte
+  // bound, and every commit of such a session was refused as BAD_REQUEST.
+  req.set_idempotency_key(random_hex());
   std::uint64_t dirty = 0;
   for (const auto& p : delta.changed) {
     const SnapshotFile& f = snap.at(p);
@@ -805,9 +737,9 @@ bool SessionCache::commit(Session& s) {
     s.unsettled = req;
     s.unsettled_gen = gen;
   }
-  const auto started = Clock::now();
+  const auto started = time_.now();
   try {
-    const auto reply = client_.commit(req);
+    const auto reply = store_.commit(req);
     Manifest m = manifest_of(snap, reply.version(), reply.epoch());
     {
       std::lock_guard lock(s.state_mu);
@@ -834,11 +766,11 @@ bool SessionCache::commit(Session& s) {
     // once in a few thousand trials).
     if (local_create) note_owner(s, cfg_.engine_id, reply.epoch());
     ++counters.commits_ok;
-    if (on_commit) on_commit("ok", std::chrono::duration<double>(Clock::now() - started).count());
+    if (on_commit) on_commit("ok", std::chrono::duration<double>(time_.now() - started).count());
     spdlog::debug(
         "session {} committed version {} ({} changed, {} deleted, {} ms)", s.id, reply.version(),
         delta.changed.size(), delta.deleted.size(),
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+        std::chrono::duration_cast<std::chrono::milliseconds>(time_.now() - started).count());
     return true;
   } catch (const RequestError& e) {
     if (e.code() == wire::VERSION_CONFLICT || e.code() == wire::STALE_EPOCH) {
@@ -868,7 +800,7 @@ bool SessionCache::commit(Session& s) {
       on_commit(transient(e.code()) ? "failed"
                 : fenced            ? "fenced"
                                     : "rejected",
-                std::chrono::duration<double>(Clock::now() - started).count());
+                std::chrono::duration<double>(time_.now() - started).count());
     }
     if (transient(e.code())) {
       ++counters.commits_failed;
@@ -924,7 +856,7 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
   }
   wire::FetchReply reply;
   try {
-    reply = client_.fetch(req);
+    reply = store_.fetch(req);
   } catch (const RequestError& e) {
     if (e.code() == wire::NOT_FOUND) {
       bool never_committed;
@@ -941,8 +873,45 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
     set_error(s, "fetch failed: " + wire::ErrorCode_Name(e.code()));
     return false;
   }
-  note_owner(s, reply.info().owner(), reply.info().epoch());
-  if (reply.not_modified()) return true;
+  // The database behind what this cache recorded of it (restored from a
+  // backup, or a failed-over primary that lost commits): its state wins, as
+  // every other host sees it; the cached tree, whose versions may now exist
+  // nowhere else, is kept aside.
+  std::uint64_t had_version, had_epoch;
+  bool behind;
+  {
+    std::lock_guard lock(s.state_mu);
+    had_version = s.manifest.version;
+    had_epoch = s.manifest.epoch;
+    behind = !s.manifest.applying && had_version > 0 &&
+             (reply.info().version() < had_version || reply.info().epoch() < had_epoch);
+  }
+  if (behind) {
+    spdlog::warn(
+        "the database holds an older state of a session than this cache (version {} < {} or "
+        "epoch {} < {}): adopting the database's state, the cached one kept aside",
+        reply.info().version(), had_version, reply.info().epoch(), had_epoch);
+    if (reply.not_modified()) {
+      wire::FetchSession full;
+      full.set_session_id(s.id);
+      try {
+        reply = store_.fetch(full);
+      } catch (const RequestError& e) {
+        set_error(s, "fetch failed: " + wire::ErrorCode_Name(e.code()));
+        return false;
+      }
+    }
+    // The owner record goes back with the database (note_owner ignores an
+    // epoch older than the one known).
+    std::lock_guard lock(s.state_mu);
+    s.owner_known = true;
+    s.owner = reply.info().owner();
+    s.owner_epoch = reply.info().epoch();
+    save_owner(s);
+  } else {
+    note_owner(s, reply.info().owner(), reply.info().epoch());
+    if (reply.not_modified()) return true;
+  }
   TouchedPaths touched;
   {
     std::unique_lock tree(s.tree_lock);
@@ -953,7 +922,9 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
       std::lock_guard lock(s.state_mu);
       dirty = !s.manifest.applying && !compute_delta(s.manifest, local).empty();
     }
-    if (dirty) {
+    if (behind) {
+      quarantine(s.id, local, "the database is behind this cache (" + reason + ")");
+    } else if (dirty) {
       // Our own landed commits are no conflict: commit() sends the rest.
       bool retry = false;
       if (rebase(s, &reply, retry)) return true;
@@ -992,7 +963,7 @@ bool SessionCache::rebase(Session& s, const wire::FetchReply* reply, bool& retry
     req.set_session_id(s.id);
     req.set_manifest_only(true);
     try {
-      fetched = client_.fetch(req);
+      fetched = store_.fetch(req);
     } catch (const RequestError& e) {
       retry = transient(e.code());
       return false;
@@ -1016,32 +987,15 @@ bool SessionCache::rebase(Session& s, const wire::FetchReply* reply, bool& retry
 
 Snapshot SessionCache::take_snapshot(Session& s) {
   Snapshot snap;
-  const fs::path base = s.files();
-  for (auto it = fs::recursive_directory_iterator(base); it != fs::recursive_directory_iterator();
-       ++it) {
-    const fs::path& p = it->path();
-    struct stat st;
-    if (::lstat(p.c_str(), &st) != 0) continue;
+  for (auto& e : disk_.read_tree(s.files())) {
     SnapshotFile f;
-    f.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-    f.entry.mode = st.st_mode & kModeBits;
-    if (S_ISDIR(st.st_mode)) {
-      f.entry.kind = wire::DIRECTORY;
-    } else if (S_ISLNK(st.st_mode)) {
-      f.entry.kind = wire::SYMLINK;
-      f.content = fs::read_symlink(p).string();
-      f.entry.mode = 0777;
-    } else if (S_ISREG(st.st_mode)) {
-      f.entry.kind = wire::REGULAR;
-      f.content = read_path(p);
-    } else {
-      continue;
-    }
+    f.mtime_ns = e.mtime_ns;
+    f.entry.kind = e.kind;
+    f.entry.mode = e.kind == wire::SYMLINK ? 0777 : (e.mode & kModeBits);
+    f.content = std::move(e.content);
     f.entry.size = f.content.size();
     if (f.entry.kind != wire::DIRECTORY) f.entry.sha256 = sha256(f.content);
-    // Lexical: p comes from iterating base (fs::relative would resolve both
-    // paths, a stat and a readlink per component, on every snapshot).
-    snap.emplace(p.lexically_relative(base).generic_string(), std::move(f));
+    snap.emplace(std::move(e.path), std::move(f));
   }
   return snap;
 }
@@ -1056,12 +1010,11 @@ TouchedPaths SessionCache::apply(Session& s, const wire::FetchReply& reply, cons
   for (auto it = local.rbegin(); it != local.rend(); ++it) {
     auto t = target.entries.find(it->first);
     if (t == target.entries.end() || t->second.kind != it->second.entry.kind) {
-      std::error_code ec;
-      fs::remove_all(base / it->first, ec);
+      disk_.remove_all(base / it->first);
       touched.push_back(it->first);
     }
   }
-  const TouchedPaths written = write_entries(base, reply, target, local,
+  const TouchedPaths written = write_entries(disk_, base, reply, target, local,
                                              [this](const fs::path& p) { give_to_mount_owner(p); });
   touched.insert(touched.end(), written.begin(), written.end());
   target.applying = false;
@@ -1075,25 +1028,25 @@ TouchedPaths SessionCache::apply(Session& s, const wire::FetchReply& reply, cons
 
 void SessionCache::quarantine(const std::string& id, const Snapshot& snap,
                               const std::string& reason) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(time_.wall().time_since_epoch())
+          .count();
   const fs::path dir = root_ / "quarantine" / (id + "." + std::to_string(ms) + "." + random_hex());
   try {
-    fs::create_directories(dir / "files");
+    disk_.make_dirs(dir / "files");
     for (const auto& [path, f] : snap) {
       const fs::path p = dir / "files" / path;
       if (f.entry.kind == wire::DIRECTORY) {
-        fs::create_directories(p);
+        disk_.make_dirs(p);
       } else if (f.entry.kind == wire::SYMLINK) {
-        fs::create_directories(p.parent_path());
-        fs::create_symlink(f.content, p);
+        disk_.make_dirs(p.parent_path());
+        disk_.symlink(f.content, p);
       } else {
-        fs::create_directories(p.parent_path());
-        write_in_place(p, f.content, f.entry.mode);
+        disk_.make_dirs(p.parent_path());
+        disk_.write_file(p, f.content, f.entry.mode);
       }
     }
-    write_file_atomically(dir / "reason", reason + "\n");
+    disk_.write_durably(dir / "reason", reason + "\n");
     ++counters.quarantined;
     spdlog::warn("kept a session snapshot in quarantine ({})", reason);
     spdlog::debug("quarantined session {} in {}", id, dir.string());
@@ -1106,14 +1059,15 @@ void SessionCache::give_to_mount_owner(const fs::path& p) const {
   // Remote entries carry no owner: they belong to whom the mount root does,
   // so a non-root engine (mount.root_uid) can keep writing them.
   if (cfg_.root_uid < 0 && cfg_.root_gid < 0) return;
-  if (::lchown(p.c_str(), static_cast<uid_t>(cfg_.root_uid), static_cast<gid_t>(cfg_.root_gid)) !=
-      0) {
-    spdlog::warn("cannot give a fetched file to mount.root_uid/root_gid: {}", std::strerror(errno));
+  try {
+    disk_.chown(p, cfg_.root_uid, cfg_.root_gid);
+  } catch (const std::system_error& e) {
+    spdlog::warn("cannot give a fetched file to mount.root_uid/root_gid: {}", e.code().message());
   }
 }
 
 void SessionCache::write_manifest(const Session& s, const Manifest& m) {
-  write_file_atomically(s.dir / "manifest", encode_manifest(m));
+  disk_.write_durably(s.dir / "manifest", encode_manifest(m));
 }
 
 }  // namespace cookiefs::mount

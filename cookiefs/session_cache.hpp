@@ -32,10 +32,12 @@
 #include <string>
 #include <vector>
 
+#include "cache_disk.hpp"
 #include "commit_queue.hpp"
 #include "manifest.hpp"
 #include "mount_config.hpp"
-#include "storage_client.hpp"
+#include "session_store.hpp"
+#include "time_source.hpp"
 
 namespace cookiefs::mount {
 
@@ -126,12 +128,16 @@ struct CacheCounters {
   std::atomic<std::uint64_t> commits_rejected{0};
   std::atomic<std::uint64_t> adopted{0};
   std::atomic<std::uint64_t> quarantined{0};
-  std::atomic<std::uint64_t> fenced{0};  // commits rejected for a stale epoch / not owner
+  std::atomic<std::uint64_t> fenced{0};         // commits rejected for a stale epoch / not owner
+  std::atomic<std::uint64_t> work_failures{0};  // process() steps that threw (cache-dir I/O)
 };
 
 class SessionCache {
  public:
-  SessionCache(const MountConfig& cfg, StorageClient& client, CommitQueue& queue);
+  // The three seams: the storage service, the cache dir's disk and the
+  // clocks (real ones in the daemon, fakes with injected faults in tests).
+  SessionCache(const MountConfig& cfg, SessionStore& store, CommitQueue& queue, CacheDisk& disk,
+               const TimeSource& time);
   ~SessionCache();
 
   // Creates the cache layout and takes its flock (throws std::runtime_error
@@ -178,7 +184,8 @@ class SessionCache {
   wire::Envelope control_status(const wire::StatusRequest& req);
   wire::Envelope control_wait_ready(const wire::WaitReady& req);
 
-  // The commit queue's work function.
+  // The commit queue's work function: settles notes, drains, remote changes,
+  // readiness, then commits. False: run again later. Never throws.
   bool process(const std::string& id);
 
   // Called after a remote adoption, with no lock held.
@@ -199,6 +206,7 @@ class SessionCache {
   const MountConfig& config() const { return cfg_; }
 
  private:
+  bool process_once(const std::string& id);  // process() without its catch
   std::shared_ptr<Session> load(const std::string& id);
   Snapshot take_snapshot(Session& s);  // tree_lock held exclusive by the caller
   // A snapshot that is one instant of the application's view (see
@@ -246,10 +254,11 @@ class SessionCache {
   void retire(Session& s, std::uint64_t epoch, std::chrono::steady_clock::time_point until);
 
   const MountConfig& cfg_;
-  StorageClient& client_;
+  SessionStore& store_;
   CommitQueue& queue_;
+  CacheDisk& disk_;
+  const TimeSource& time_;
   std::filesystem::path root_;
-  int lock_fd_ = -1;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
   std::string last_error_;

@@ -31,7 +31,10 @@ TEST_CASE("new names: length, dots and depth map to errno") {
   cfg.max_depth = 3;
   cookiefs::StorageClient client(cookiefs::ClientOptions{.endpoints = {"127.0.0.1:1"}});
   CommitQueue queue(cfg.commit_delay, cfg.commit_max_lag);
-  SessionCache sessions(cfg, client, queue);
+  ClientSessionStore store(client);
+  PosixDisk disk;
+  SystemTime time;
+  SessionCache sessions(cfg, store, queue, disk, time);
   Filesystem fs(cfg, sessions, client, nullptr);
   Inode dir(NodeKind::entry, -1, 0, 99);
   dir.depth = 1;
@@ -53,7 +56,10 @@ TEST_CASE("new names: the whole session-relative path is bounded (names.hpp)") {
   MountConfig cfg;
   cookiefs::StorageClient client(cookiefs::ClientOptions{.endpoints = {"127.0.0.1:1"}});
   CommitQueue queue(cfg.commit_delay, cfg.commit_max_lag);
-  SessionCache sessions(cfg, client, queue);
+  ClientSessionStore store(client);
+  PosixDisk disk;
+  SystemTime time;
+  SessionCache sessions(cfg, store, queue, disk, time);
   Filesystem mount(cfg, sessions, client, nullptr);
   auto session = std::make_shared<Session>("s", tmp);
   // Four 250-byte directories: 1003 bytes of path before the new name.

@@ -64,27 +64,61 @@ void SessionCache::load_owner(Session& s) {
 }
 
 void SessionCache::save_owner(const Session& s) {
+  write_owner_record(
+      s, std::to_string(s.owner_epoch) + ' ' + (s.owner.empty() ? "-" : s.owner) + '\n');
+}
+
+void SessionCache::write_owner_record(const Session& s, const std::string& record) {
   // Not fsync'ed: after a crash the owner is learned again from the service,
   // and the epoch in the manifest still fences every commit.
   const fs::path tmp = s.dir / "owner.tmp";
   try {
-    disk_.write_file(
-        tmp, std::to_string(s.owner_epoch) + ' ' + (s.owner.empty() ? "-" : s.owner) + '\n', 0600);
+    disk_.write_file(tmp, record, 0600);
     disk_.rename(tmp, s.dir / "owner");
   } catch (const std::system_error& e) {
     spdlog::warn("cannot record a session's owner in the cache dir: {}", e.code().message());
   }
 }
 
-void SessionCache::note_owner(Session& s, const std::string& owner, std::uint64_t epoch) {
-  std::lock_guard lock(s.state_mu);
-  if (s.owner_known && epoch < s.owner_epoch) return;  // an older report
-  if (s.owner_known && owner == s.owner && epoch == s.owner_epoch) return;
-  s.owner_known = true;
-  s.owner = owner;
-  s.owner_epoch = epoch;
-  save_owner(s);
+void SessionCache::set_owner(Session& s, const std::string& owner, std::uint64_t epoch,
+                             bool older_too) {
+  std::string record;
+  std::uint64_t seq;
+  {
+    std::lock_guard lock(s.state_mu);
+    if (!older_too && s.owner_known && epoch < s.owner_epoch) return;  // an older report
+    if (s.owner_known && owner == s.owner && epoch == s.owner_epoch) return;
+    s.owner_known = true;
+    s.owner = owner;
+    s.owner_epoch = epoch;
+    record = std::to_string(epoch) + ' ' + (owner.empty() ? "-" : owner) + '\n';
+    seq = ++s.owner_seq;
+  }
+  // Written with no state lock held (no file I/O under state_mu); the newest
+  // record wins when two threads race here.
+  std::lock_guard file_lock(s.owner_file_mu);
+  if (seq <= s.owner_written_seq) return;
+  s.owner_written_seq = seq;
+  write_owner_record(s, record);
   spdlog::debug("session {} is owned by '{}' at epoch {}", s.id, owner, epoch);
+}
+
+void SessionCache::note_owner(Session& s, const std::string& owner, std::uint64_t epoch) {
+  set_owner(s, owner, epoch, false);
+}
+
+void SessionCache::raise_manifest_epoch(Session& s, std::uint64_t epoch) {
+  Manifest m;
+  {
+    std::lock_guard lock(s.state_mu);
+    if (s.manifest.epoch >= epoch) return;
+    m = s.manifest;
+  }
+  m.epoch = epoch;
+  // No file I/O under state_mu: commit_mu (held) keeps other manifest writers out.
+  write_manifest(s, m);
+  std::lock_guard lock(s.state_mu);
+  s.manifest = std::move(m);
 }
 
 // ---- may this mount write? ------------------------------------------------
@@ -147,13 +181,7 @@ void SessionCache::ensure_writable(Session& s) {
     std::lock_guard commit_lock(s.commit_mu);
     // The previous owner may have committed after our last adoption.
     adopt(s, "claim");
-    std::lock_guard lock(s.state_mu);
-    if (s.manifest.epoch < reply.epoch()) {
-      Manifest m = s.manifest;
-      m.epoch = reply.epoch();
-      write_manifest(s, m);
-      s.manifest = std::move(m);
-    }
+    raise_manifest_epoch(s, reply.epoch());
   }
   spdlog::info("claimed an unowned session (epoch {})", reply.epoch());
   if (access(s) != Access::writable) throw Errno{EROFS};
@@ -260,7 +288,7 @@ bool SessionCache::settle_drain(Session& s) {
     // ended either way (it holds its mark for 2 × grace + 10 s).
     retire(s, epoch,
            time_.now() + 2 * std::chrono::milliseconds(deadline_ms) + std::chrono::seconds(10));
-    if (!resend_unsettled(s) || !commit(s)) return false;
+    if (!resend_unsettled(s) || !commit_pending(s)) return false;
   }
   wire::DrainDone done;
   done.set_session_id(s.id);
@@ -299,14 +327,9 @@ bool SessionCache::settle_ready(Session& s) {
   wire::SessionReady ready;
   ready.set_session_id(s.id);
   ready.set_epoch(epoch);
+  raise_manifest_epoch(s, epoch);
   {
     std::lock_guard lock(s.state_mu);
-    if (s.manifest.epoch < epoch) {
-      Manifest m = s.manifest;
-      m.epoch = epoch;
-      write_manifest(s, m);
-      s.manifest = std::move(m);
-    }
     ready.set_version(s.manifest.version);
   }
   try {

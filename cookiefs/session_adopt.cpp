@@ -70,11 +70,7 @@ bool SessionCache::adopt(Session& s, const std::string& reason, bool force) {
     }
     // The owner record goes back with the database (note_owner ignores an
     // epoch older than the one known).
-    std::lock_guard lock(s.state_mu);
-    s.owner_known = true;
-    s.owner = reply.info().owner();
-    s.owner_epoch = reply.info().epoch();
-    save_owner(s);
+    set_owner(s, reply.info().owner(), reply.info().epoch(), true);
   } else {
     note_owner(s, reply.info().owner(), reply.info().epoch());
     if (reply.not_modified()) return true;

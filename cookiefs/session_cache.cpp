@@ -397,7 +397,7 @@ bool SessionCache::process_once(const std::string& id) {
   }
   if (!settle_ready(*s)) return false;
   if (!resend_unsettled(*s)) return false;
-  return commit(*s);
+  return commit_pending(*s);
 }
 
 void SessionCache::give_to_mount_owner(const fs::path& p) const {

@@ -11,8 +11,13 @@
 //
 // Lock order (outer first): Session::claim_mu → Session::commit_mu →
 // Session::tree_lock → Session::state_mu → SessionCache::mu_. InodeTable's lock is a leaf and is
-// never held while taking any of these. Kernel notifications are sent with no
-// session lock held (the kernel may be waiting on a request that needs one).
+// never held while taking any of these; so is Session::owner_file_mu.
+//
+// File I/O: never under state_mu (taken by every FUSE write's access check)
+// and, but for create()'s mkdir, never under mu_. tree_lock is held
+// exclusive by snapshots and adoption on purpose (the tree is one instant);
+// commit_mu serialises the manifest's writers, which write it unlocked. Kernel notifications are
+// sent with no session lock held (the kernel may be waiting on a request that needs one).
 //
 // Thread-safety: every public method may be called from any thread except the
 // storage client's I/O thread (they may block on the network).
@@ -103,7 +108,22 @@ struct Session {
   std::uint32_t drain_deadline_ms = 0;
   std::uint64_t ready_epoch = 0;  // became owner: prefetch, then SessionReady
 
+  std::uint64_t owner_seq = 0;  // bumped (under state_mu) with each owner change
+
   std::mutex claim_mu;  // one auto-claim at a time
+  // Serialises writes of the owner file (a leaf: no other lock is taken
+  // under it, and state_mu is never held while taking it).
+  std::mutex owner_file_mu;
+  std::uint64_t owner_written_seq = 0;  // guarded by owner_file_mu
+};
+
+// What a step of a session's work says comes next (SessionCache::process).
+enum class Outcome {
+  committed,  // done: landed, nothing to commit, or kept aside for good
+  retry,      // the service could not be asked, or the tree kept changing
+  rebase,     // our own commit landed before a crash cut off its manifest
+  adopt,      // refused (fenced, conflict): take the database's state
+  gone,       // deleted remotely: the next run drops it
 };
 
 // What this mount may do with a session's tree.
@@ -217,7 +237,13 @@ class SessionCache {
   bool revert_torn(Session& s);
   // revert_torn() unless done (takes commit_mu). False: still torn.
   bool settle_torn(Session& s);
-  bool commit(Session& s);
+  // Commits what changed, chaining commit() and rebase() by their outcomes;
+  // a refused snapshot ends in adopt(). False: run again later. commit_mu held.
+  bool commit_pending(Session& s);
+  // One commit attempt; says what comes next (`reason` for adopt). Never
+  // calls another step. `may_rebase`: a conflict at our own epoch asks for a
+  // rebase instead of counting as a rejection.
+  Outcome commit(Session& s, bool may_rebase, std::string& reason);
   bool adopt(Session& s, const std::string& reason, bool force = false);
   // The remote is ahead of our manifest at our own epoch and we own it: the
   // versions we do not know are our own commits whose manifest rewrite a crash
@@ -239,7 +265,14 @@ class SessionCache {
 
   // ownership.cpp
   void load_owner(Session& s);
-  void save_owner(const Session& s);  // state_mu held
+  void save_owner(const Session& s);  // a Session no other thread sees yet (a fetch's staging)
+  void write_owner_record(const Session& s, const std::string& record);
+  // Records owner and epoch (older ones too when `older_too`), then writes the
+  // owner file with no state lock held.
+  void set_owner(Session& s, const std::string& owner, std::uint64_t epoch, bool older_too);
+  // The manifest's epoch raised to `epoch` (a takeover or a claim, before the
+  // first commit under it). commit_mu held, state_mu not.
+  void raise_manifest_epoch(Session& s, std::uint64_t epoch);
   // Adopts an authoritative owner/epoch if it is not older than what we know.
   void note_owner(Session& s, const std::string& owner, std::uint64_t epoch);
   bool process_unheld(const std::string& id, std::optional<OwnerNote>& note,

@@ -67,7 +67,35 @@ Snapshot SessionCache::take_snapshot(Session& s) {
   return snap;
 }
 
-bool SessionCache::commit(Session& s) {
+bool SessionCache::commit_pending(Session& s) {
+  // Steps return what comes next; only this loop chains them. Bounded: after
+  // one rebase the manifest is at the remote version, so a second conflict
+  // is a real one (only this engine commits at its epoch).
+  bool may_rebase = true;
+  for (;;) {
+    std::string reason;
+    switch (commit(s, may_rebase, reason)) {
+      case Outcome::committed:
+        return true;
+      case Outcome::retry:
+      case Outcome::gone:
+        return false;
+      case Outcome::adopt:
+        return adopt(s, reason, true);
+      case Outcome::rebase: {
+        may_rebase = false;
+        bool retry = false;
+        if (!rebase(s, nullptr, retry) && retry) {
+          set_error(s, "fetch failed before a rebase");
+          return false;
+        }
+        break;  // commit again: on top of our landed commit, or meet the conflict as one
+      }
+    }
+  }
+}
+
+Outcome SessionCache::commit(Session& s, bool may_rebase, std::string& reason) {
   {
     // Another engine owns it and nothing changed here: nothing the kernel
     // still holds could be committed (write-backs are refused), so a session
@@ -76,19 +104,19 @@ bool SessionCache::commit(Session& s) {
     // a commit that landed before a crash is found by committing.
     std::lock_guard lock(s.state_mu);
     const bool others = s.owner_known && !s.owner.empty() && s.owner != cfg_.engine_id;
-    if (others && !writable_locked(s) && s.committed_gen >= s.change_gen) return true;
+    if (others && !writable_locked(s) && s.committed_gen >= s.change_gen) return Outcome::committed;
   }
   Snapshot snap;
   std::uint64_t gen;
   if (!snapshot_at_rest(s, snap, gen)) {
     spdlog::debug("session {} kept changing while its dirty pages were written back", s.id);
-    return false;  // retried by the queue
+    return Outcome::retry;
   }
   Manifest base;
   bool local_create, may_write;
   {
     std::lock_guard lock(s.state_mu);
-    if (s.committed_gen >= gen) return true;
+    if (s.committed_gen >= gen) return Outcome::committed;
     base = s.manifest;
     local_create = base.version == 0 && !s.owner_known;
     may_write = writable_locked(s);
@@ -104,7 +132,7 @@ bool SessionCache::commit(Session& s) {
     s.committed_gen = std::max(s.committed_gen, gen);
     s.dirty_bytes = 0;
     s.committed_cv.notify_all();
-    return true;
+    return Outcome::committed;
   }
   wire::CommitSession req;
   req.set_session_id(s.id);
@@ -169,9 +197,9 @@ bool SessionCache::commit(Session& s) {
         "session {} committed version {} ({} changed, {} deleted, {} ms)", s.id, reply.version(),
         delta.changed.size(), delta.deleted.size(),
         std::chrono::duration_cast<std::chrono::milliseconds>(time_.now() - started).count());
-    return true;
+    return Outcome::committed;
   } catch (const RequestError& e) {
-    if (e.code() == wire::VERSION_CONFLICT || e.code() == wire::STALE_EPOCH) {
+    if (may_rebase && (e.code() == wire::VERSION_CONFLICT || e.code() == wire::STALE_EPOCH)) {
       wire::SessionInfo current;
       current.set_version(e.error().current_version());
       current.set_epoch(e.error().current_epoch());
@@ -181,16 +209,7 @@ bool SessionCache::commit(Session& s) {
         std::lock_guard lock(s.state_mu);
         ours = own_landed(s, current);
       }
-      if (ours) {
-        bool retry = false;
-        // Bounded: after a rebase the manifest is at the remote version, so a
-        // second rejection is a real conflict (only we commit at our epoch).
-        if (rebase(s, nullptr, retry)) return commit(s);
-        if (retry) {
-          set_error(s, "fetch failed before a rebase");
-          return false;
-        }
-      }
+      if (ours) return Outcome::rebase;
     }
     const std::string code = wire::ErrorCode_Name(e.code());
     const bool fenced = e.code() == wire::STALE_EPOCH || e.code() == wire::NOT_OWNER;
@@ -204,7 +223,7 @@ bool SessionCache::commit(Session& s) {
       ++counters.commits_failed;
       set_error(s, "commit failed: " + code);
       spdlog::warn("commit failed, will retry: {}", code);
-      return false;
+      return Outcome::retry;
     }
     {
       std::lock_guard lock(s.state_mu);
@@ -224,7 +243,7 @@ bool SessionCache::commit(Session& s) {
     }
     if (e.code() == wire::NOT_FOUND) {
       s.remote_deleted = true;
-      return false;  // the next run quarantines and drops the session
+      return Outcome::gone;  // the next run quarantines and drops the session
     }
     if (e.code() == wire::VERSION_CONFLICT || e.code() == wire::STALE_EPOCH ||
         e.code() == wire::NOT_OWNER || e.code() == wire::ALREADY_EXISTS) {
@@ -232,7 +251,8 @@ bool SessionCache::commit(Session& s) {
         std::lock_guard lock(s.state_mu);
         s.rejected_gen = gen;
       }
-      return adopt(s, "commit rejected: " + code, true);
+      reason = "commit rejected: " + code;
+      return Outcome::adopt;
     }
     // TOO_LARGE, BAD_REQUEST: the snapshot cannot ever land; keep it aside and
     // keep the local tree, so the next change retries.
@@ -241,7 +261,7 @@ bool SessionCache::commit(Session& s) {
     s.rejected_gen = gen;
     s.committed_gen = std::max(s.committed_gen, gen);
     s.committed_cv.notify_all();
-    return true;
+    return Outcome::committed;
   }
 }
 
@@ -256,15 +276,20 @@ bool SessionCache::resend_unsettled(Session& s) {
   }
   try {
     const auto reply = store_.commit(req);
-    std::lock_guard lock(s.state_mu);
-    Manifest m = s.manifest;
+    Manifest m;
+    {
+      std::lock_guard lock(s.state_mu);
+      m = s.manifest;
+    }
     for (const auto& f : req.changed()) {
       m.entries[f.path()] = {f.kind(), f.mode(), f.size(), f.sha256()};
     }
     for (const auto& p : req.deleted()) m.entries.erase(p);
     m.version = reply.version();
     m.epoch = reply.epoch();
+    // No file I/O under state_mu: commit_mu (held) keeps other manifest writers out.
     write_manifest(s, m);
+    std::lock_guard lock(s.state_mu);
     s.manifest = std::move(m);
     s.unsettled.reset();
     s.committed_gen = std::max(s.committed_gen, gen);
@@ -309,7 +334,11 @@ bool SessionCache::rebase(Session& s, const wire::FetchReply* reply, bool& retry
   {
     std::lock_guard lock(s.state_mu);
     if (!own_landed(s, reply->info())) return false;
-    write_manifest(s, m);
+  }
+  // No file I/O under state_mu: commit_mu (held) keeps other manifest writers out.
+  write_manifest(s, m);
+  {
+    std::lock_guard lock(s.state_mu);
     s.manifest = std::move(m);
   }
   note_owner(s, reply->info().owner(), reply->info().epoch());

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <system_error>
 #include <thread>
 
 #include "names.hpp"
@@ -59,8 +61,7 @@ void reply_when_synced(fuse_req_t req, Op op, Inode& i) {
     } catch (const Errno& e) {
       err = e.code;
     } catch (const std::exception& e) {
-      log_unexpected(op, e);
-      err = EIO;
+      err = unexpected_errno(op, e);
     }
     fuse_reply_err(req, err);
   };
@@ -68,8 +69,16 @@ void reply_when_synced(fuse_req_t req, Op op, Inode& i) {
   reply();
 }
 
-void log_unexpected(Op op, const std::exception& e) {
+int unexpected_errno(Op op, const std::exception& e) {
+  if (const auto* sys = dynamic_cast<const std::system_error*>(&e)) {
+    const std::error_condition c = sys->code().default_error_condition();
+    if (c.category() == std::generic_category() && (c.value() == ENOSPC || c.value() == EDQUOT)) {
+      spdlog::debug("{}: the cache dir is full: {}", op_name(op), e.what());
+      return c.value();
+    }
+  }
   spdlog::error("{}: unexpected failure answered EIO: {}", op_name(op), e.what());
+  return EIO;
 }
 
 void kernel_times(const Filesystem& fs, struct stat& st) {

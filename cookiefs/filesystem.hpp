@@ -116,7 +116,10 @@ inline Filesystem& fs_of(fuse_req_t req) {
   return *static_cast<Filesystem*>(fuse_req_userdata(req));
 }
 
-void log_unexpected(Op op, const std::exception& e);
+// The errno for a failure other than Errno (the single place that decides):
+// a full cache dir (ENOSPC, EDQUOT from a std::system_error, which
+// std::filesystem throws) is said as such; anything else is logged and EIO.
+int unexpected_errno(Op op, const std::exception& e);
 
 template <class Body>
 void serve(fuse_req_t req, Op op, Body&& body) {
@@ -129,8 +132,7 @@ void serve(fuse_req_t req, Op op, Body&& body) {
   } catch (const Errno& e) {
     err = e.code;
   } catch (const std::exception& e) {
-    log_unexpected(op, e);
-    err = EIO;
+    err = unexpected_errno(op, e);
   }
   if (err) fuse_reply_err(req, err);
   if (fs.metrics) fs.metrics->answered(op, std::chrono::steady_clock::now() - start, err);

@@ -479,9 +479,10 @@ void SessionCache::note_write_back(Session& s) {
   const int fd =
       ::open((s.dir / kPagesInFlight).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
+    const int err = errno;
     s.pages_in_flight = false;
-    spdlog::error("cannot mark a session's pages in flight: {}", std::strerror(errno));
-    throw Errno{EIO};
+    spdlog::error("cannot mark a session's pages in flight: {}", std::strerror(err));
+    throw Errno{err == ENOSPC || err == EDQUOT ? err : EIO};  // a full cache dir says so
   }
   ::close(fd);
 }

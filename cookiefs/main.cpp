@@ -227,6 +227,8 @@ int run(int argc, char** argv) {
   // Beside sessions/ on the cache dir's file system (renames, no copies).
   fs.spares.open((std::filesystem::path(cfg.cache_dir) / "spare").string(), fs.inodes);
   fs.inodes.on_spare_released = [&fs](const std::string& spare) { fs.spares.released(spare); };
+  // Each connection's HelloReply brings the service's limits (before its first request).
+  client.on_hello([&fs](const wire::HelloReply& r) { fs.limits.from_service(r); });
 
   fuse_lowlevel_ops ops{};
   add_entry_ops(ops);

@@ -102,6 +102,14 @@ struct Session {
   std::uint64_t ready_epoch = 0;  // became owner: prefetch, then SessionReady
 
   std::mutex claim_mu;  // one auto-claim at a time
+
+  // ---- Limit bookkeeping: read and written only by SessionLimits ----------
+  // (session_limits.hpp). The tree's bytes and entries as the storage
+  // service counts them, kept by the FUSE handlers; -1 = unknown (loaded,
+  // fetched or adopted since), counted from the tree on the next mutation.
+  std::atomic<std::int64_t> usage_bytes{-1};
+  std::atomic<std::int64_t> usage_entries{-1};
+  // ---- end of limit bookkeeping -------------------------------------------
 };
 
 // What this mount may do with a session's tree.

@@ -53,6 +53,7 @@ struct Inode {
   // Held by a write or truncate that may change the file's size, from the
   // size it reads to the change: the session's usage (SessionLimits) then
   // counts each growth once, however many WRITEs the kernel sends at once.
+  // Taken inside a Mutation (tree_lock shared); nothing is locked under it.
   std::mutex size_mu;
   std::string status_name;  // status files only
   // Status files of a writeback-cache mount: rendered at lookup into an inode

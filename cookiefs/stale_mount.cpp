@@ -153,8 +153,8 @@ std::string take_mountpoint(const std::string& given) {
         throw MountpointError("mountpoint: already in use by a running cookiefs");
       case Connection::unknown:
         throw MountpointError(
-            "mountpoint: already in use by a cookiefs whose connection does not answer "
-            "(hung, not dead: stop it first)");
+            "mountpoint: already in use by a cookiefs mount not shown to be dead (its statfs "
+            "hung or was refused): stop it first");
       case Connection::dead:
         break;
     }

@@ -162,6 +162,7 @@ class StorageClient::Impl {
   ClientOptions options_;
   EventHandler event_handler_;
   StateHandler state_handler_;
+  HelloHandler hello_handler_;
   std::atomic<bool> connected_{false};
   std::atomic<long> endpoint_index_{-1};
   std::atomic<std::uint64_t> reconnects_{0};
@@ -444,6 +445,7 @@ class StorageClient::Impl {
       if (env.hello_reply().max_frame_bytes() > 0) {
         c->max_frame_bytes = env.hello_reply().max_frame_bytes();
       }
+      notify_hello(env.hello_reply());
       on_ready(c, name);
       return true;
     }
@@ -483,6 +485,15 @@ class StorageClient::Impl {
       state_handler_(up);
     } catch (const std::exception& e) {
       spdlog::error("storage client: connection-state handler threw: {}", e.what());
+    }
+  }
+
+  void notify_hello(const wire::HelloReply& reply) {
+    if (!hello_handler_) return;
+    try {
+      hello_handler_(reply);
+    } catch (const std::exception& e) {
+      spdlog::error("storage client: hello handler threw: {}", e.what());
     }
   }
 
@@ -544,6 +555,9 @@ void StorageClient::on_event(EventHandler handler) {
 }
 void StorageClient::on_connection_state(StateHandler handler) {
   impl_->state_handler_ = std::move(handler);
+}
+void StorageClient::on_hello(HelloHandler handler) {
+  impl_->hello_handler_ = std::move(handler);
 }
 void StorageClient::start() {
   impl_->start();

@@ -46,8 +46,7 @@ struct ClientOptions {
 // no endpoint answered before the deadline, INTERNAL for a protocol violation).
 class RequestError : public std::runtime_error {
  public:
-  explicit RequestError(wire::Error e)
-      : std::runtime_error(e.message()), error_(std::move(e)) {}
+  explicit RequestError(wire::Error e) : std::runtime_error(e.message()), error_(std::move(e)) {}
   const wire::Error& error() const { return error_; }
   wire::ErrorCode code() const { return error_.code(); }
 
@@ -67,6 +66,7 @@ class StorageClient {
   using Callback = std::function<void(Result)>;
   using EventHandler = std::function<void(const wire::Event&)>;
   using StateHandler = std::function<void(bool connected)>;
+  using HelloHandler = std::function<void(const wire::HelloReply&)>;
 
   explicit StorageClient(ClientOptions options);
   ~StorageClient();  // stop()s
@@ -76,6 +76,9 @@ class StorageClient {
   // Handlers must be set before start().
   void on_event(EventHandler handler);
   void on_connection_state(StateHandler handler);
+  // Called with each HelloReply (the service's limits), on every connection,
+  // before requests are sent on it and before on_connection_state(true).
+  void on_hello(HelloHandler handler);
 
   void start();  // starts the I/O thread and connects in the background
   void stop();   // fails pending requests with SHUTTING_DOWN, joins the thread

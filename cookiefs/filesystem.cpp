@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <system_error>
 #include <thread>
 
 #include "names.hpp"
@@ -16,12 +18,30 @@
 
 namespace cookiefs::mount {
 
+namespace {
+
+// The process umask without changing it (umask() can only be read by
+// setting it, which would race with other threads' creations).
+mode_t process_umask() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("Umask:"))
+      return static_cast<mode_t>(std::stoul(line.substr(6), nullptr, 8));
+  }
+  return 022;
+}
+
+}  // namespace
+
 Filesystem::Filesystem(const MountConfig& c, SessionCache& s, StorageClient& cl, Metrics* m)
     : cfg(c),
       inodes(StatusFiles::names()),
       sessions(s),
       client(cl),
       metrics(m),
+      limits(c),
+      daemon_umask(process_umask()),
       writeback(c.writeback_cache) {}
 
 bool Filesystem::flush_kernel_pages(Session& s) {
@@ -59,8 +79,7 @@ void reply_when_synced(fuse_req_t req, Op op, Inode& i) {
     } catch (const Errno& e) {
       err = e.code;
     } catch (const std::exception& e) {
-      log_unexpected(op, e);
-      err = EIO;
+      err = unexpected_errno(op, e);
     }
     fuse_reply_err(req, err);
   };
@@ -68,8 +87,16 @@ void reply_when_synced(fuse_req_t req, Op op, Inode& i) {
   reply();
 }
 
-void log_unexpected(Op op, const std::exception& e) {
+int unexpected_errno(Op op, const std::exception& e) {
+  if (const auto* sys = dynamic_cast<const std::system_error*>(&e)) {
+    const std::error_condition c = sys->code().default_error_condition();
+    if (c.category() == std::generic_category() && (c.value() == ENOSPC || c.value() == EDQUOT)) {
+      spdlog::debug("{}: the cache dir is full: {}", op_name(op), e.what());
+      return c.value();
+    }
+  }
   spdlog::error("{}: unexpected failure answered EIO: {}", op_name(op), e.what());
+  return EIO;
 }
 
 void kernel_times(const Filesystem& fs, struct stat& st) {
@@ -82,6 +109,8 @@ struct stat stat_of(Filesystem& fs, Inode& i) {
   if (i.is_real()) {
     check(::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
     kernel_times(fs, st);
+    // Unlinked but kept as a spare: linked only in the spare dir.
+    if (i.unlinked) st.st_nlink = 0;
     return st;
   }
   st.st_ino = i.ino | (1ull << 62);  // clear of backing inode numbers
@@ -201,6 +230,13 @@ SubtreeExtent subtree_extent(int dirfd, const char* name) {
   }
   ::closedir(dp);
   return out;
+}
+
+void restore_mode(const Filesystem& fs, int fd, int dirfd, const char* name, mode_t mode) {
+  mode &= kModeBits;
+  // Nothing taken (SQLite's 0644 under 022): no syscall.
+  if ((mode & fs.daemon_umask) == 0) return;
+  check(fd >= 0 ? ::fchmod(fd, mode) : ::fchmodat(dirfd, name, mode, 0));
 }
 
 void give_to_caller(fuse_req_t req, int dirfd, const char* name) {

@@ -32,6 +32,7 @@
 #include "metrics.hpp"
 #include "mount_config.hpp"
 #include "session_cache.hpp"
+#include "session_limits.hpp"
 #include "spare_files.hpp"
 
 namespace cookiefs::mount {
@@ -84,6 +85,11 @@ struct Filesystem {
   fuse_session* se = nullptr;
   DirHandles dirs;
   SpareFiles spares;  // opened by main (the daemon); without, plain unlink/create
+  // What a session may hold (the stricter of ours and the service's).
+  SessionLimits limits;
+  // The daemon's own umask, read at construction. New entries get the mode
+  // the kernel sent (the caller's umask already applied), not this on top.
+  const mode_t daemon_umask;
   // fuse.writeback_cache: the kernel caches writes and attributes, there are
   // no per-open handles (open and flush answer ENOSYS once), and a snapshot
   // first forces the session's dirty pages back (flush_kernel_pages).
@@ -116,7 +122,10 @@ inline Filesystem& fs_of(fuse_req_t req) {
   return *static_cast<Filesystem*>(fuse_req_userdata(req));
 }
 
-void log_unexpected(Op op, const std::exception& e);
+// The errno for a failure other than Errno (the single place that decides):
+// a full cache dir (ENOSPC, EDQUOT from a std::system_error, which
+// std::filesystem throws) is said as such; anything else is logged and EIO.
+int unexpected_errno(Op op, const std::exception& e);
 
 template <class Body>
 void serve(fuse_req_t req, Op op, Body&& body) {
@@ -129,8 +138,7 @@ void serve(fuse_req_t req, Op op, Body&& body) {
   } catch (const Errno& e) {
     err = e.code;
   } catch (const std::exception& e) {
-    log_unexpected(op, e);
-    err = EIO;
+    err = unexpected_errno(op, e);
   }
   if (err) fuse_reply_err(req, err);
   if (fs.metrics) fs.metrics->answered(op, std::chrono::steady_clock::now() - start, err);
@@ -149,8 +157,10 @@ class Mutation {
   // Throws Errno(EROFS) when this mount may not write the session (not its
   // owner, or drained for a hand-off). The claim of an unowned session
   // (affinity: auto) happens before the lock: it waits for the service.
+  // Counts the session's usage first when unknown (SessionLimits::count).
   Mutation(Filesystem& fs, Session& s) : fs_(fs), s_(s), lock_(s.tree_lock, std::defer_lock) {
     fs.sessions.ensure_writable(s);
+    fs.limits.count(s);
     lock_.lock();
     // A drain may have retired the session between the check and the lock.
     if (fs.sessions.access(s) != Access::writable) throw Errno{EROFS};
@@ -218,6 +228,11 @@ std::optional<std::string> relative_path(const Inode& i);
 // is the extent of a directory moved there (rename).
 void check_new_name(Filesystem& fs, const Inode& parent, const char* name,
                     SubtreeExtent below = {});
+
+// A new entry just created as asked with `mode` (the kernel applied the
+// caller's umask): puts back the bits the daemon's own umask took. `fd` is
+// the new file's descriptor, or -1 to change `name` under `dirfd`.
+void restore_mode(const Filesystem& fs, int fd, int dirfd, const char* name, mode_t mode);
 
 // A new entry `name` under `dirfd` ("" with dirfd itself) becomes the
 // requesting user's, as on any filesystem (the daemon may run as root).

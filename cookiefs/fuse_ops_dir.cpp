@@ -36,8 +36,14 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
     Inode& dir = writable_dir(fs, parent);
     check_new_name(fs, dir, name);
     Mutation m(fs, *dir.session);
-    check(::mkdirat(dir.fd, name, mode & kModeBits));
+    fs.limits.add(*dir.session, 0, 1);
+    if (::mkdirat(dir.fd, name, mode & kModeBits) != 0) {
+      const int err = errno;
+      fs.limits.undo(*dir.session, 0, 1);
+      throw Errno{err};
+    }
     m.done();
+    restore_mode(fs, -1, dir.fd, name, mode);
     give_to_caller(req, dir.fd, name);
     const int fd = check(::openat(dir.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     reply_real_entry(req, fs, fd, NodeKind::entry, dir.session, dir.depth + 1);
@@ -56,6 +62,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Inode& dir = writable_dir(fs, parent);
     Mutation m(fs, *dir.session);
     check(::unlinkat(dir.fd, name, AT_REMOVEDIR));
+    fs.limits.undo(*dir.session, 0, 1);
     m.done();
     fuse_reply_err(req, 0);
   });

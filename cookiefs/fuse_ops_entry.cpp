@@ -108,16 +108,19 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
     if (valid & FUSE_SET_ATTR_SIZE) {
       const auto size = attr->st_size;
       if (size < 0) throw Errno{EINVAL};
-      if (static_cast<std::uint64_t>(size) > fs.cfg.max_file_bytes.bytes) throw Errno{EFBIG};
+      // A sparse file is committed at its size: the size is what counts.
+      fs.limits.check_file_size(static_cast<std::uint64_t>(size));
+      std::lock_guard sized(i.size_mu);
       struct stat before;
       check(::fstatat(i.fd, "", &before, AT_EMPTY_PATH));
-      const auto growth = size - before.st_size;
-      if (growth > 0 &&
-          i.session->bytes + growth > static_cast<std::int64_t>(fs.cfg.max_session_bytes.bytes)) {
-        throw Errno{EDQUOT};
+      // An unlinked file is never committed: it counts for nothing.
+      const auto growth = i.unlinked || before.st_nlink == 0 ? 0 : size - before.st_size;
+      fs.limits.add(*i.session, growth);
+      if ((have_fd ? ::ftruncate(fd, size) : ::truncate(proc.c_str(), size)) != 0) {
+        const int err = errno;
+        fs.limits.undo(*i.session, growth);
+        throw Errno{err};
       }
-      check(have_fd ? ::ftruncate(fd, size) : ::truncate(proc.c_str(), size));
-      i.session->bytes += growth;
       m.done();
     }
     if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
@@ -162,11 +165,16 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     Inode& p = writable_dir(fs, parent);
     check_new_name(fs, p, name);
     Mutation m(fs, *p.session);
+    fs.limits.add(*p.session, 0, 1);
     int io = fs.spares.take(p.fd, name, O_RDWR, mode);
+    if (io < 0) io = ::openat(p.fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & kModeBits);
     if (io < 0) {
-      io = check(::openat(p.fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & kModeBits));
+      const int err = errno;
+      fs.limits.undo(*p.session, 0, 1);
+      throw Errno{err};
     }
     m.done();
+    restore_mode(fs, io, p.fd, name, mode);
     give_to_caller(req, p.fd, name);
     const int fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
@@ -188,9 +196,15 @@ void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char*
     Filesystem& fs = fs_of(req);
     Inode& p = writable_dir(fs, parent);
     check_new_name(fs, p, name);
-    if (std::strlen(link) > 4095) throw Errno{ENAMETOOLONG};
+    const auto length = static_cast<std::int64_t>(std::strlen(link));
+    if (length > 4095) throw Errno{ENAMETOOLONG};
     Mutation m(fs, *p.session);
-    check(::symlinkat(link, p.fd, name));
+    fs.limits.add(*p.session, length, 1);  // committed with its target as content
+    if (::symlinkat(link, p.fd, name) != 0) {
+      const int err = errno;
+      fs.limits.undo(*p.session, length, 1);
+      throw Errno{err};
+    }
     m.done();
     give_to_caller(req, p.fd, name);
     const int fd = check(::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
@@ -208,7 +222,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
     const bool kept =
         known && S_ISREG(st.st_mode) && st.st_nlink == 1 && fs.spares.keep(p.fd, name, st);
     if (!kept) check(::unlinkat(p.fd, name, 0));
-    if (known && S_ISREG(st.st_mode)) p.session->bytes -= st.st_size;
+    if (known) fs.limits.undo(*p.session, S_ISDIR(st.st_mode) ? 0 : st.st_size, 1);
     m.done();
     fuse_reply_err(req, 0);
   });
@@ -226,7 +240,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
     check_new_name(fs, to, newname, subtree_extent(from.fd, name));
     if (flags & RENAME_EXCHANGE) check_new_name(fs, from, name, subtree_extent(to.fd, newname));
     Mutation m(fs, *from.session);
+    // A replaced target leaves the tree (an exchange keeps both).
+    struct stat replaced {};
+    const bool same = &from == &to && std::strcmp(name, newname) == 0;
+    const bool replaces = !same && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) &&
+                          ::fstatat(to.fd, newname, &replaced, AT_SYMLINK_NOFOLLOW) == 0;
     check(::renameat2(from.fd, name, to.fd, newname, flags));
+    if (replaces)
+      fs.limits.undo(*from.session, S_ISDIR(replaced.st_mode) ? 0 : replaced.st_size, 1);
     m.done();
     fuse_reply_err(req, 0);
   });

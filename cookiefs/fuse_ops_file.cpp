@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -42,12 +43,32 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     check_new_name(fs, p, name);
     if (!S_ISREG(mode)) throw Errno{EPERM};
     Mutation m(fs, *p.session);
+    fs.limits.add(*p.session, 0, 1);
     int fd = fs.spares.take(p.fd, name, fi->flags, mode);
+    bool created = fd >= 0;
     if (fd < 0) {
-      fd = check(
-          ::openat(p.fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOCTTY, mode & kModeBits));
+      const int flags = (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOCTTY;
+      fd = ::openat(p.fd, name, flags | O_EXCL, mode & kModeBits);
+      created = fd >= 0;
+      // The kernel thought the name free but it exists (a remote change it
+      // has not seen yet): an open of that file, as without O_EXCL.
+      if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+        struct stat before {};
+        const bool known = ::fstatat(p.fd, name, &before, AT_SYMLINK_NOFOLLOW) == 0;
+        fd = ::openat(p.fd, name, flags, mode & kModeBits);
+        if (fd >= 0) {
+          const bool emptied = known && (fi->flags & O_TRUNC);
+          fs.limits.undo(*p.session, emptied ? before.st_size : 0, 1);
+        }
+      }
+    }
+    if (fd < 0) {
+      const int err = errno;
+      fs.limits.undo(*p.session, 0, 1);
+      throw Errno{err};
     }
     m.done();
+    if (created) restore_mode(fs, fd, p.fd, name, mode);
     give_to_caller(req, p.fd, name);
     int path_fd = ::openat(p.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
@@ -94,12 +115,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // Not the owner: refuse write access up front, so SQLite opens read-only.
     if ((fi->flags & O_ACCMODE) != O_RDONLY && i.session) fs.sessions.ensure_writable(*i.session);
     std::optional<Mutation> m;
-    if (truncating && (fi->flags & O_ACCMODE) != O_RDONLY) m.emplace(fs, *i.session);
+    std::unique_lock<std::mutex> sized;
+    if (truncating && (fi->flags & O_ACCMODE) != O_RDONLY) {
+      m.emplace(fs, *i.session);
+      sized = std::unique_lock(i.size_mu);
+    }
     struct stat before {};
     if (m) ::fstatat(i.fd, "", &before, AT_EMPTY_PATH);
     const int fd = check(::open(i.proc_path().c_str(), reopen_flags(fi->flags)));
     if (m) {
-      i.session->bytes -= before.st_size;
+      if (!i.unlinked && before.st_nlink > 0) fs.limits.undo(*i.session, before.st_size);
       m->done();
     }
     fi->fh = static_cast<uint64_t>(fd);
@@ -145,21 +170,60 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
     Mutation m(fs, s);
     struct stat st;
     check(::fstat(fd, &st));
-    const off_t start = (!fs.writeback && (fi->flags & O_APPEND)) ? st.st_size : off;
-    const auto end = static_cast<std::uint64_t>(start) + size;
-    if (end > fs.cfg.max_file_bytes.bytes) throw Errno{EFBIG};
-    const auto growth = static_cast<std::int64_t>(end) - st.st_size;
-    if (growth > 0 &&
-        s.bytes + growth > static_cast<std::int64_t>(fs.cfg.max_session_bytes.bytes)) {
-      throw Errno{EDQUOT};
+    const bool appending = !fs.writeback && (fi->flags & O_APPEND);
+    auto start_of = [&](const struct stat& now) { return appending ? now.st_size : off; };
+    auto end_of = [&](const struct stat& now) {
+      return static_cast<std::uint64_t>(start_of(now)) + size;
+    };
+    fs.limits.check_file_size(end_of(st));
+    // A write that may grow the file reads its size again under the inode's
+    // size lock, so concurrent write-backs count each growth once.
+    std::unique_lock<std::mutex> sized;
+    if (end_of(st) > static_cast<std::uint64_t>(st.st_size)) {
+      sized = std::unique_lock(i.size_mu);
+      check(::fstat(fd, &st));
     }
-    if (fs.writeback) fs.sessions.note_write_back(s);
-    const ssize_t n = ::pwrite(fd, data, size, off);  // O_APPEND on fd appends
-    check(static_cast<int>(n));
-    if (growth > 0) s.bytes += growth;
+    // An unlinked file is never committed: it counts for nothing.
+    const bool counted = !i.unlinked && st.st_nlink > 0;
+    const std::int64_t growth =
+        counted ? std::max<std::int64_t>(0, static_cast<std::int64_t>(end_of(st)) - st.st_size) : 0;
+    fs.limits.add(s, growth);
+    try {
+      if (fs.writeback) fs.sessions.note_write_back(s);
+    } catch (...) {
+      fs.limits.undo(s, growth);
+      throw;
+    }
+    // The whole request, or as much as fits: the cache file system may be
+    // full (ENOSPC) after part of it.
+    std::size_t n = 0;
+    int err = 0;
+    while (n < size) {
+      const ssize_t w =
+          ::pwrite(fd, data + n, size - n, off + static_cast<off_t>(n));  // O_APPEND on fd appends
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        err = w < 0 ? errno : EIO;
+        break;
+      }
+      n += static_cast<std::size_t>(w);
+    }
+    // A short write grew the file less.
+    if (counted && n < size) {
+      const auto grown =
+          n == 0 ? 0 : std::max<std::int64_t>(0, start_of(st) + static_cast<off_t>(n) - st.st_size);
+      fs.limits.undo(s, growth - grown);
+    }
+    // Write-through: a short count is the application's to see (it retries
+    // and gets the error). A write-back WRITE answered short is taken as
+    // written by the kernel, and its pages dropped: only an error is noticed.
+    if (err != 0 && (n == 0 || fs.writeback)) {
+      if (n > 0) m.done();
+      throw Errno{err};
+    }
     m.done();
     ++fs.writes_served;
-    fuse_reply_write(req, static_cast<size_t>(n));
+    fuse_reply_write(req, n);
   });
 }
 

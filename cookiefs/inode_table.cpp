@@ -94,6 +94,7 @@ bool InodeTable::mark_spare(dev_t dev, ino_t ino, const std::string& spare) {
     if (d->dev == dev && d->ino == ino) return false;
   }
   it->second->spare = spare;
+  it->second->unlinked = !spare.empty();
   return true;
 }
 

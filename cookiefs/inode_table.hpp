@@ -47,7 +47,15 @@ struct Inode {
   int depth = 0;                     // path components below the session root
   bool regular = false;              // a regular file (set once, at creation)
   std::string spare;                 // unlinked, kept as this spare (SpareFiles); guarded
-  std::string status_name;           // status files only
+  // Set with `spare`: the file is unlinked although its backing file still
+  // has a link (in the spare dir), so its attributes say st_nlink 0.
+  std::atomic<bool> unlinked{false};
+  // Held by a write or truncate that may change the file's size, from the
+  // size it reads to the change: the session's usage (SessionLimits) then
+  // counts each growth once, however many WRITEs the kernel sends at once.
+  // Taken inside a Mutation (tree_lock shared); nothing is locked under it.
+  std::mutex size_mu;
+  std::string status_name;  // status files only
   // Status files of a writeback-cache mount: rendered at lookup into an inode
   // of their own (the kernel keeps a regular file's size, so each lookup must
   // be a new inode), freed at forget.

@@ -1,5 +1,5 @@
-// cookiefs: the FUSE daemon. main() parses the configuration, prepares the
-// mountpoint (reusing one left stale by a crashed instance), mounts, daemonizes
+// cookiefs: the FUSE daemon. main() parses the configuration, takes the
+// mountpoint (detaching one left stale by a crashed instance: stale_mount.hpp), mounts, daemonizes
 // unless -f, then starts the storage client, the commit workers and the
 // metrics endpoint, serves until SIGTERM/SIGINT or `fusermount3 -u`, and
 // commits what is still pending before it exits.
@@ -24,7 +24,6 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "commit_queue.hpp"
@@ -38,6 +37,7 @@
 #include "mount_config.hpp"
 #include "remote_events.hpp"
 #include "session_cache.hpp"
+#include "stale_mount.hpp"
 #include "storage_client.hpp"
 #include "version.hpp"
 
@@ -49,70 +49,6 @@ constexpr int kExitUsage = 2;
 // How long a stop waits for pending commits (within the harness' and
 // Kubernetes' default 30 s termination grace).
 constexpr std::chrono::seconds kStopGrace{10};
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// Runs `fusermount3 -uz PATH`; true when it succeeded.
-bool lazy_unmount(const std::string& path) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int null = ::open("/dev/null", O_WRONLY);
-    if (null >= 0) ::dup2(null, 2);
-    ::execlp("fusermount3", "fusermount3", "-uz", path.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  if (pid < 0) return false;
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-// Undoes the octal escapes of /proc/self/mountinfo.
-std::string unescape_mountinfo(const std::string& s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-bool is_mount_point(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, point;
-    fields >> id >> parent >> devno >> root >> point;
-    if (unescape_mountinfo(point) == path) return true;
-  }
-  return false;
-}
-
-std::string prepare_mountpoint(const std::string& given) {
-  if (given.empty())
-    throw UsageError("mountpoint: missing (positional MOUNTPOINT or key mountpoint)");
-  struct stat st;
-  if (::stat(given.c_str(), &st) != 0 && errno == ENOTCONN) {
-    // A crashed instance left its mount behind; detach it and take the place.
-    spdlog::warn("mountpoint is stale (transport endpoint is not connected); unmounting it lazily");
-    if (!lazy_unmount(given)) throw UsageError("mountpoint: stale and fusermount3 -uz failed");
-  }
-  if (::stat(given.c_str(), &st) != 0) {
-    throw UsageError(std::string("mountpoint: ") + std::strerror(errno));
-  }
-  if (!S_ISDIR(st.st_mode)) throw UsageError("mountpoint: not a directory");
-  const std::string real = std::filesystem::canonical(given).string();
-  if (is_mount_point(real))
-    throw UsageError("mountpoint: already in use (something is mounted there)");
-  return real;
-}
 
 void op_init(void* userdata, fuse_conn_info* conn) {
   const auto& fs = *static_cast<const Filesystem*>(userdata);
@@ -264,7 +200,7 @@ int run(int argc, char** argv) {
 
   std::string mountpoint;
   try {
-    mountpoint = prepare_mountpoint(cfg.mountpoint);
+    mountpoint = take_mountpoint(cfg.mountpoint);
   } catch (const std::exception& e) {
     std::cerr << "cookiefs: " << e.what() << '\n';
     return kExitUsage;
@@ -294,6 +230,8 @@ int run(int argc, char** argv) {
   // Beside sessions/ on the cache dir's file system (renames, no copies).
   fs.spares.open((std::filesystem::path(cfg.cache_dir) / "spare").string(), fs.inodes);
   fs.inodes.on_spare_released = [&fs](const std::string& spare) { fs.spares.released(spare); };
+  // Each connection's HelloReply brings the service's limits (before its first request).
+  client.on_hello([&fs](const wire::HelloReply& r) { fs.limits.from_service(r); });
 
   fuse_lowlevel_ops ops{};
   add_entry_ops(ops);

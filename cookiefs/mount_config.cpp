@@ -26,8 +26,14 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
         {.min = 0, .max = 600000});
   s.add("commit.fsync_timeout", &c.commit_fsync_timeout, "fsync gives EIO after this long",
         {.min = 100, .max = 3600000});
-  s.add("limits.max_file_bytes", &c.max_file_bytes, "largest file (EFBIG beyond)", {.min = 1});
-  s.add("limits.max_session_bytes", &c.max_session_bytes, "largest session (EDQUOT beyond)",
+  s.add("limits.max_file_bytes", &c.max_file_bytes,
+        "largest file (EFBIG beyond); the storage service's limit applies when lower", {.min = 1});
+  s.add("limits.max_session_bytes", &c.max_session_bytes,
+        "largest session (EDQUOT beyond); the storage service's limit applies when lower",
+        {.min = 1});
+  s.add("limits.max_files_per_session", &c.max_files_per_session,
+        "most files, directories and symlinks in a session (EDQUOT beyond); the storage "
+        "service's limit applies when lower",
         {.min = 1});
   s.add("limits.max_depth", &c.max_depth, "deepest path inside a session, in components",
         {.min = 1, .max = kMaxPathDepth});

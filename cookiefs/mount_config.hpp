@@ -23,8 +23,12 @@ struct MountConfig {
   std::chrono::milliseconds commit_delay{15};
   std::chrono::milliseconds commit_max_lag{1000};
   std::chrono::milliseconds commit_fsync_timeout{30000};
-  ByteSize max_file_bytes{16u << 20};
-  ByteSize max_session_bytes{64u << 20};
+  // The storage service's defaults: a mount enforces the stricter of these
+  // and the limits the service sends in its HelloReply (SessionLimits), so
+  // before it first connects it accepts nothing the service would refuse.
+  ByteSize max_file_bytes{8u << 20};
+  ByteSize max_session_bytes{24u << 20};
+  std::int64_t max_files_per_session = 1000;
   std::int64_t max_depth = 8;
   std::chrono::milliseconds entry_timeout{86400000};
   std::chrono::milliseconds attr_timeout{86400000};

@@ -38,6 +38,7 @@ void RemoteEvents::install() {
 }
 
 void RemoteEvents::invalidate(Session& s, const TouchedPaths& paths) {
+  SessionLimits::forget_usage(s);  // the tree changed behind the handlers
   if (!fs_.se) return;
   namespace fsys = std::filesystem;
   const fsys::path base = s.files();

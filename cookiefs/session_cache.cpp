@@ -251,7 +251,9 @@ void SessionCache::note_write_back(Session& s) {
     if (e.code().value() != EEXIST) {
       s.pages_in_flight = false;
       spdlog::error("cannot mark a session's pages in flight: {}", e.code().message());
-      throw Errno{e.code().value() == ENOSPC ? ENOSPC : EIO};
+      throw Errno{e.code().value() == ENOSPC || e.code().value() == EDQUOT
+                      ? e.code().value()
+                      : EIO};  // a full cache dir says so
     }
   }
 }

@@ -115,6 +115,14 @@ struct Session {
   // under it, and state_mu is never held while taking it).
   std::mutex owner_file_mu;
   std::uint64_t owner_written_seq = 0;  // guarded by owner_file_mu
+
+  // ---- Limit bookkeeping: read and written only by SessionLimits ----------
+  // (session_limits.hpp). The tree's bytes and entries as the storage
+  // service counts them, kept by the FUSE handlers; -1 = unknown (loaded,
+  // fetched or adopted since), counted from the tree on the next mutation.
+  std::atomic<std::int64_t> usage_bytes{-1};
+  std::atomic<std::int64_t> usage_entries{-1};
+  // ---- end of limit bookkeeping -------------------------------------------
 };
 
 // What a step of a session's work says comes next (SessionCache::process).

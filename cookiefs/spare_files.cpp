@@ -30,12 +30,9 @@ void SpareFiles::open(const std::string& dir, InodeTable& inodes) {
     }
     ::closedir(d);
   }
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
   std::lock_guard lock(mu_);
   dir_fd_ = fd;
   inodes_ = &inodes;
-  umask_ = mask;
 }
 
 bool SpareFiles::keep(int dir_fd, const char* name, const struct stat& st) {
@@ -93,7 +90,7 @@ int SpareFiles::take(int dir_fd, const char* name, int flags, mode_t mode) {
   }
   const int prep = ::openat(dir_fd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   bool ready = prep >= 0 && ::fchown(prep, ::geteuid(), ::getegid()) == 0 &&
-               ::fchmod(prep, mode & kModeBits & ~umask_) == 0 && ::futimens(prep, nullptr) == 0;
+               ::fchmod(prep, mode & kModeBits) == 0 && ::futimens(prep, nullptr) == 0;
   int fd = prep;
   const int wanted = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_CLOEXEC;
   if (ready && wanted != (O_RDWR | O_CLOEXEC)) {

@@ -50,7 +50,8 @@ class SpareFiles {
   void released(const std::string& spare);
   // A reusable (empty) spare renamed to `name` in `dir_fd` and opened with
   // `flags` (O_CREAT/O_EXCL/O_TRUNC are implied and dropped), with mode `mode`
-  // (the process umask applied, as a create does), owned by this process
+  // exactly (the kernel applied the caller's umask; the daemon's own is not
+  // applied on top), owned by this process
   // and with current times. -1 when there is none (or it could not be made
   // ready): create the file as usual. errno EEXIST when `name` exists.
   int take(int dir_fd, const char* name, int flags, mode_t mode);
@@ -65,7 +66,6 @@ class SpareFiles {
   std::vector<std::string> reusable_;
   std::size_t pending_ = 0;
   std::uint64_t next_ = 0;
-  mode_t umask_ = 022;
 };
 
 }  // namespace cookiefs::mount

@@ -41,7 +41,12 @@ std::string StatusFiles::render(Filesystem& fs, const std::string& name) {
       << "commits_rejected: " << c.commits_rejected << '\n'
       << "remote_adopted: " << c.adopted << '\n'
       << "quarantined: " << c.quarantined << '\n'
-      << "last_commit_error: " << fs.sessions.last_error() << '\n';
+      << "last_commit_error: " << fs.sessions.last_error()
+      << '\n'
+      // In force: the stricter of this mount's and the storage service's.
+      << "max_file_bytes: " << fs.limits.max_file_bytes() << '\n'
+      << "max_session_bytes: " << fs.limits.max_session_bytes() << '\n'
+      << "max_files_per_session: " << fs.limits.max_entries() << '\n';
   return out.str();
 }
 

@@ -257,6 +257,7 @@ void Connection::hello(const wire::Envelope& req) {
   r->set_max_frame_bytes(ctx_.config.max_frame_bytes.bytes);
   r->set_max_file_bytes(ctx_.limits.max_file_bytes);
   r->set_max_session_bytes(ctx_.limits.max_session_bytes);
+  r->set_max_files_per_session(ctx_.limits.max_files_per_session);
   ctx_.metrics.request_done("hello", "ok", 0);
   spdlog::debug("hello from engine '{}' in namespace '{}' ({})", h.engine_id(), ns,
                 h.client_name());

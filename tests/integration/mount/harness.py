@@ -169,7 +169,15 @@ class Mount:
         if self.proc.poll() is not None:
             raise DaemonFailed(f"cookiefs {self.name} exited with {self.proc.returncode} "
                                f"before the mount was ready:\n{tail(self.log_path, 40)}")
-        return mount_table_has(self.path) and os.path.isdir(os.path.join(self.path, ".cookiefs"))
+        if not mount_table_has(self.path):
+            return False
+        try:
+            # Answered by a daemon, never from the kernel's caches: a dead
+            # mount (a restart after kill -9 has yet to replace) says ENOTCONN.
+            os.statvfs(self.path)
+        except OSError:
+            return False
+        return os.path.isdir(os.path.join(self.path, ".cookiefs"))
 
     def wait_ready(self, timeout=START_TIMEOUT):
         deadline = time.monotonic() + timeout

@@ -2,7 +2,8 @@
 invalid names (EINVAL / ENAMETOOLONG), over-limit file (EFBIG) and session
 (EDQUOT), hard links and mknod (EPERM), unmounting with open files, a
 storage service that is down when the mount starts, a missing or busy
-mountpoint (exit 2), and --help / --version.
+mountpoint (exit 2), a restart after kill -9 on its own stale mount, and
+--help / --version.
 """
 
 import contextlib
@@ -251,8 +252,28 @@ class Errors(harness.StackTestCase):
             self.m.path)
         self.assertEqual(code, 2, f"busy mountpoint (already a cookiefs mount): exit {code} "
                          f"(None = kept running), stderr {err.strip()!r}")
+        self.assertIn("already in use by a running cookiefs", err)
         self.assertTrue(os.path.isdir(os.path.join(self.m.path, ".cookiefs")),
                         "the existing mount was harmed by the second cookiefs")
+
+    def test_restart_after_kill9_clears_its_stale_mount(self):
+        r = self.stack.mount("restart")
+        os.mkdir(r.session("kept"))
+        jar = os.path.join(r.session("kept"), "cookies.txt")
+        harness.write_bytes(jar, b"before the crash\n", fsync=True)
+        # As systemd, `mountpoint` or ls do: the root's attributes are now in
+        # the kernel's cache (24 h), so stat of the dead mount still succeeds.
+        os.stat(r.path)
+        r.proc.kill()  # SIGKILL, and no force_unmount: the dead mount stays
+        r.proc.wait()
+        self.assertTrue(harness.mount_table_has(r.path), "the dead mount left the mount table")
+        self.assertTrue(os.path.isdir(r.path), "stat of the dead mount's root fails (not cached)")
+        r.start()  # on the same mountpoint; exits 2 if it finds it "in use"
+        self.assertEqual(harness.read_bytes(jar), b"before the crash\n")
+        harness.write_bytes(jar, b"after the restart\n", fsync=True)
+        with open("/proc/self/mountinfo") as f:
+            on_point = [line for line in f if line.split()[4] == os.path.realpath(r.path)]
+        self.assertEqual(len(on_point), 1, f"mounts on the mountpoint: {on_point}")
 
     def test_help_and_version(self):
         for component in ("cookiefs", "storage-service"):

@@ -35,9 +35,13 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
           return lookup_session(req, fs, name);
         } catch (const Errno& e) {
           if (e.code == ENOENT) return reply_negative_session(req, fs);
-          // Unknown here and the service is unreachable: not there as far as
-          // we know (so mkdir may create it offline), but not cached as missing.
-          if (e.code == kUnreachable) throw Errno{ENOENT};
+          // Unknown here and the service did not answer within offline_wait:
+          // it may exist elsewhere, so never ENOENT (an engine would create a
+          // fresh jar that forks the session); try again later.
+          if (e.code == kUnreachable) {
+            fs.sessions.note_offline_refusal();
+            throw Errno{EAGAIN};
+          }
           throw;
         }
       case NodeKind::status_dir:

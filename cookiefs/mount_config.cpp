@@ -56,6 +56,10 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
         "strict: only the NM-assigned owner writes; auto: the first writer claims an unowned "
         "session",
         {.flag = "--affinity", .choices = {"strict", "auto"}});
+  s.add("offline_wait", &c.offline_wait,
+        "while the storage service is unreachable, how long a lookup of a session not held "
+        "here (or a mkdir of a new one) waits for it before answering EAGAIN",
+        {.min = 0, .max = 600000});
   // Not "affinity.claim_timeout": `affinity` is a scalar key, so YAML could
   // never hold both. The flag stays --affinity-claim-timeout.
   s.add("affinity_claim_timeout", &c.claim_timeout, "auto: how long a claim may take",

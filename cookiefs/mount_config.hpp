@@ -47,6 +47,10 @@ struct MountConfig {
   std::string control_socket;  // "" = <cache_dir>/control.sock
   std::string control_mode = "0600";
   std::chrono::milliseconds claim_timeout{5000};
+  // While the storage service is unreachable: how long a lookup of a session
+  // this host does not hold (or a mkdir of a new one) waits for it before
+  // answering EAGAIN. Never ENOENT: the session may exist.
+  std::chrono::milliseconds offline_wait{10000};
   // The mount root's owner and mode as the kernel sees them (-1 = the
   // daemon's own uid/gid), so an engine running as another user can create
   // sessions (needs fuse.allow_other). New entries belong to their creator.

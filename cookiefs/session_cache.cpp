@@ -170,6 +170,21 @@ void SessionCache::set_error(Session& s, const std::string& e) {
 }
 
 std::shared_ptr<Session> SessionCache::create(const std::string& id) {
+  if (!store_.connected() && !find(id)) {
+    // Offline, a session this host does not hold may exist elsewhere: making
+    // it here would fork it (the engine's cookies fenced into quarantine on
+    // reconnect, the old jar back). Ask the service, waiting offline_wait.
+    try {
+      get_or_fetch(id);
+      throw Errno{EEXIST};
+    } catch (const Errno& e) {
+      if (e.code == kUnreachable) {
+        note_offline_refusal();
+        throw Errno{EAGAIN};
+      }
+      if (e.code != ENOENT) throw;
+    }
+  }
   std::shared_ptr<Session> s;
   {
     std::lock_guard lock(mu_);
@@ -219,6 +234,16 @@ void SessionCache::remove(const std::string& id) {
   std::lock_guard lock(s->state_mu);
   s->deleted = true;
   s->committed_cv.notify_all();
+}
+
+void SessionCache::note_offline_refusal() {
+  // Once per outage (reconnected() re-arms it), without the session id.
+  if (!offline_refusal_logged_.exchange(true)) {
+    spdlog::warn(
+        "the storage service is unreachable: lookups of sessions this host does not hold, and "
+        "mkdir of new ones, answer EAGAIN after offline_wait ({} ms) until it is back",
+        cfg_.offline_wait.count());
+  }
 }
 
 void SessionCache::forget(const std::string& id, bool remove_files) {
@@ -318,6 +343,7 @@ void SessionCache::remote_deleted(const std::string& id) {
 }
 
 void SessionCache::reconnected() {
+  offline_refusal_logged_ = false;
   for (const auto& s : list()) {
     s->check_remote = true;
     queue_.urgent(s->id);

@@ -51,11 +51,9 @@ struct Errno {
   int code;
 };
 
-// get_or_fetch(): the storage service did not answer. Lookups answer ENOENT
-// without a negative cache entry (the id may exist; ask again later).
+// get_or_fetch(): the storage service did not answer within offline_wait.
+// Lookups answer EAGAIN, never ENOENT (the id may exist; ask again later).
 inline constexpr int kUnreachable = EHOSTUNREACH;
-// How long a fetch waits while the client is disconnected.
-inline constexpr std::chrono::milliseconds kOfflineFetchTimeout{3000};
 
 struct Session {
   Session(std::string id_, std::filesystem::path dir_) : id(std::move(id_)), dir(std::move(dir_)) {}
@@ -177,11 +175,14 @@ class SessionCache {
   std::shared_ptr<Session> find(const std::string& id) const;
   // find(), else fetch from storage. Throws Errno (ENOENT, kUnreachable, EIO).
   std::shared_ptr<Session> get_or_fetch(const std::string& id);
-  // mkdir at the root. Throws Errno (EEXIST, EIO).
+  // mkdir at the root. Throws Errno (EEXIST, EIO, ENOSPC; EAGAIN when the
+  // service is unreachable and cannot say whether the id exists elsewhere).
   std::shared_ptr<Session> create(const std::string& id);
   // rmdir at the root. Throws Errno (ENOENT, ENOTEMPTY, EIO).
   void remove(const std::string& id);
   std::vector<std::shared_ptr<Session>> list() const;
+  // A lookup or mkdir refused for an unreachable service: logged once per outage.
+  void note_offline_refusal();
 
   // After a mutation, with tree_lock still held shared.
   void note_change(Session& s);
@@ -303,6 +304,7 @@ class SessionCache {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
   std::string last_error_;
+  std::atomic<bool> offline_refusal_logged_{false};
   std::map<std::string, OwnerNote> owner_notes_;  // guarded by mu_
   std::map<std::string, DrainNote> drain_notes_;  // guarded by mu_
   // A prepared staging dir a failed fetch did not use; guarded by mu_.

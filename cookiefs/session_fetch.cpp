@@ -66,7 +66,7 @@ std::shared_ptr<Session> SessionCache::get_or_fetch(const std::string& id) {
   fetch.set_session_id(id);
   // Offline, a lookup must not hang for the client's whole retry deadline:
   // wait only as long as a (re)connect normally takes.
-  const auto timeout = store_.connected() ? std::chrono::milliseconds(0) : kOfflineFetchTimeout;
+  const auto timeout = store_.connected() ? std::chrono::milliseconds(0) : cfg_.offline_wait;
   // Pipelined: the request is on its way before the staging dir is made, as
   // creating an inode costs a few hundred microseconds on the cache's ext4.
   // Written beside the cache under a name that is not a valid id, then renamed

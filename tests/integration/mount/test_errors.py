@@ -199,7 +199,7 @@ class Errors(harness.StackTestCase):
                      what="the write made before SIGTERM to reach a fresh mount")
 
     def test_storage_down_at_mount_time(self):
-        d = self.stack.mount("offline")
+        d = self.stack.mount("offline", **{"offline-wait": "300ms"})
         os.mkdir(d.session("offline"))
         cached = os.path.join(d.session("offline"), "cookies.txt")
         harness.write_bytes(cached, b"cached\n", fsync=True)
@@ -214,6 +214,13 @@ class Errors(harness.StackTestCase):
                           f".cookiefs/ does not say disconnected:\n{status}")
             # Writes go to the local write-back journal meanwhile.
             harness.write_bytes(os.path.join(d.session("offline"), "later.txt"), b"offline\n")
+            # A session this host does not hold may exist elsewhere: never
+            # ENOENT (an engine would start a fresh jar and fork it), and no
+            # mkdir of it either, until the service can say.
+            self.assertErrno(errno.EAGAIN, os.stat, d.session("held-elsewhere"),
+                             what="offline lookup of a session not held here")
+            self.assertErrno(errno.EAGAIN, os.mkdir, d.session("held-elsewhere"),
+                             what="offline mkdir of a session not held here")
         finally:
             self.stack.start_storage()
         harness.poll(lambda: "disconnected" not in d.status_text().lower(),

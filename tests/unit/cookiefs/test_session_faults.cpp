@@ -321,3 +321,19 @@ TEST_CASE("a session id of 128 characters commits (the idempotency key stays wit
   CHECK(store.sessions[id].version == 1);
   for (const auto& [key, reply] : store.sessions[id].keys) CHECK(key.size() <= 128);
 }
+
+TEST_CASE("offline mkdir of a session this host does not hold is refused, never forked") {
+  TempDir a;
+  FakeStore store;
+  Mount m(store, a.path);
+  store.reachable = false;
+  try {
+    m.cache->create("maybe-elsewhere");
+    FAIL("mkdir succeeded while the service could not say whether the session exists");
+  } catch (const Errno& e) {
+    CHECK(e.code == EAGAIN);
+  }
+  CHECK(m.cache->find("maybe-elsewhere") == nullptr);
+  store.reachable = true;
+  CHECK_NOTHROW(m.cache->create("maybe-elsewhere"));
+}

@@ -112,6 +112,12 @@ void PosixDisk::rename(const path& from, const path& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) fail("rename");
 }
 
+void PosixDisk::sync_dir(const path& dir) {
+  Fd f(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (f.fd < 0) fail("open");
+  if (::fsync(f.fd) != 0) fail("fsync");
+}
+
 void PosixDisk::remove_all(const path& p) noexcept {
   std::error_code ec;
   fs::remove_all(p, ec);

@@ -50,6 +50,7 @@ class CacheDisk {
   virtual void chmod(const path& p, std::uint32_t mode) = 0;
   virtual void chown(const path& p, int uid, int gid) = 0;  // lchown; -1 keeps
   virtual void rename(const path& from, const path& to) = 0;
+  virtual void sync_dir(const path& dir) = 0;           // fsync: its entries survive a crash
   virtual void remove_all(const path& p) noexcept = 0;  // best effort
   virtual void unlink(const path& p) noexcept = 0;      // best effort
   virtual bool exists(const path& p) = 0;
@@ -76,6 +77,7 @@ class PosixDisk : public CacheDisk {
   void chmod(const path& p, std::uint32_t mode) override;
   void chown(const path& p, int uid, int gid) override;
   void rename(const path& from, const path& to) override;
+  void sync_dir(const path& dir) override;
   void remove_all(const path& p) noexcept override;
   void unlink(const path& p) noexcept override;
   bool exists(const path& p) override;

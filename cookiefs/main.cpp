@@ -116,51 +116,38 @@ void stop_on_signal(const sigset_t& termination, fuse_session* se, const MountCo
 }
 
 // Publishes gauges that are cheaper to sample than to maintain.
-class Sampler {
+// The gauges and counters read from the session cache, the commit queue and
+// the rings, refreshed at each scrape (Metrics::on_scrape): true when read.
+// Called under the scrape's lock, from the metrics server's thread.
+class ScrapeRefresh {
  public:
-  Sampler(Metrics& m, SessionCache& s, CommitQueue& q, const UringTransport* u)
-      : m_(m), s_(s), q_(q), u_(u) {
-    thread_ = std::thread([this] { run(); });
-  }
-  ~Sampler() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
+  ScrapeRefresh(Metrics& m, SessionCache& s, CommitQueue& q, const UringTransport* u)
+      : m_(m), s_(s), q_(q), u_(u) {}
+
+  void operator()() {
+    const auto sessions = s_.list();
+    std::uint64_t dirty = 0;
+    for (const auto& s : sessions) dirty += s->dirty_bytes;
+    m_.dirty_bytes->Set(static_cast<double>(dirty));
+    m_.sessions_held->Set(static_cast<double>(sessions.size()));
+    m_.sessions_pending->Set(static_cast<double>(q_.pending()));
+    const std::uint64_t q = s_.counters.quarantined;
+    m_.quarantined->Increment(static_cast<double>(q - quarantined_));
+    quarantined_ = q;
+    if (u_) {
+      const std::uint64_t served = u_->served();
+      m_.uring_requests->Increment(static_cast<double>(served - uring_served_));
+      uring_served_ = served;
     }
-    cv_.notify_all();
-    thread_.join();
   }
 
  private:
-  void run() {
-    std::unique_lock lock(mu_);
-    std::uint64_t quarantined = 0;
-    std::uint64_t uring_served = 0;
-    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; })) {
-      const auto sessions = s_.list();
-      std::uint64_t dirty = 0;
-      for (const auto& s : sessions) dirty += s->dirty_bytes;
-      m_.dirty_bytes->Set(static_cast<double>(dirty));
-      m_.sessions_held->Set(static_cast<double>(sessions.size()));
-      m_.sessions_pending->Set(static_cast<double>(q_.pending()));
-      const std::uint64_t q = s_.counters.quarantined;
-      m_.quarantined->Increment(static_cast<double>(q - quarantined));
-      quarantined = q;
-      if (u_) {
-        const std::uint64_t u = u_->served();
-        m_.uring_requests->Increment(static_cast<double>(u - uring_served));
-        uring_served = u;
-      }
-    }
-  }
   Metrics& m_;
   SessionCache& s_;
   CommitQueue& q_;
   const UringTransport* u_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;
+  std::uint64_t quarantined_ = 0;
+  std::uint64_t uring_served_ = 0;
 };
 
 int run(int argc, char** argv) {
@@ -395,7 +382,8 @@ int run(int argc, char** argv) {
   });
   int rc;
   {
-    Sampler sampler(*metrics, sessions, queue, uring ? &*uring : nullptr);
+    // Replaced before the objects it reads go (they outlive this block).
+    metrics->on_scrape(ScrapeRefresh(*metrics, sessions, queue, uring ? &*uring : nullptr));
     fuse_loop_config* loop = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(cfg.fuse_threads));
     fs.serving = true;
@@ -403,6 +391,7 @@ int run(int argc, char** argv) {
     fs.serving = false;
     fuse_loop_cfg_destroy(loop);
     loop_done = true;
+    metrics->on_scrape(nullptr);
   }
   spdlog::info("stopping: unmounting and committing what is pending");
   control.stop();

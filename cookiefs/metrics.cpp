@@ -1,6 +1,8 @@
 // Metric families; see metrics.hpp.
 #include "metrics.hpp"
 
+#include <mutex>
+
 #include "version.hpp"
 
 namespace cookiefs::mount {
@@ -14,7 +16,30 @@ const char* op_name(Op op) {
   return names[static_cast<int>(op)];
 }
 
-Metrics::Metrics(const std::string& listen) : registry_(std::make_shared<prometheus::Registry>()) {
+class Metrics::Refreshing final : public prometheus::Collectable {
+ public:
+  explicit Refreshing(std::shared_ptr<prometheus::Registry> r) : registry_(std::move(r)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    {
+      std::lock_guard lock(mu_);
+      if (refresh_) refresh_();
+    }
+    return registry_->Collect();
+  }
+  void set(std::function<void()> refresh) {
+    std::lock_guard lock(mu_);
+    refresh_ = std::move(refresh);
+  }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  mutable std::mutex mu_;
+  std::function<void()> refresh_;
+};
+
+Metrics::Metrics(const std::string& listen)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      collectable_(std::make_shared<Refreshing>(registry_)) {
   using namespace prometheus;
   auto& req = BuildCounter()
                   .Name("cookiefs_fuse_requests_total")
@@ -90,8 +115,12 @@ Metrics::Metrics(const std::string& listen) : registry_(std::make_shared<prometh
   if (!listen.empty()) {
     // Not ready until main() installs the real check (storage reachable).
     http_ = std::make_unique<HealthHttpServer>(listen, [] { return Readiness::no("starting"); });
-    http_->add_collectable(registry_);
+    http_->add_collectable(collectable_);
   }
+}
+
+void Metrics::on_scrape(std::function<void()> refresh) {
+  collectable_->set(std::move(refresh));
 }
 
 void Metrics::arrived(Op op) {

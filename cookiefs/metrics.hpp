@@ -12,6 +12,7 @@
 
 #include <array>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -61,6 +62,10 @@ class Metrics {
   void arrived(Op op);
   void answered(Op op, std::chrono::steady_clock::duration took, int err);
   void commit(const std::string& result, double seconds);
+  // Runs `refresh` (under a lock of its own) before every scrape of
+  // /metrics, so gauges read from the session cache are true when read --
+  // right after a commit too -- instead of up to a sampling period old.
+  void on_scrape(std::function<void()> refresh);
   // /readyz answers 503 with the check's reason while it says not ready.
   void set_readiness(HealthHttpServer::ReadinessCheck ready);
 
@@ -73,7 +78,9 @@ class Metrics {
   prometheus::Counter* uring_requests;
 
  private:
+  class Refreshing;  // the registry, refreshed before each Collect()
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<Refreshing> collectable_;
   std::unique_ptr<HealthHttpServer> http_;  // /metrics, /healthz, /readyz
   std::array<prometheus::Counter*, static_cast<std::size_t>(Op::count_)> requests_{};
   std::array<prometheus::Counter*, static_cast<std::size_t>(Op::count_)> errors_{};

@@ -207,11 +207,14 @@ void SessionCache::quarantine(const std::string& id, const Snapshot& snap,
         disk_.symlink(f.content, p);
       } else {
         disk_.make_dirs(p.parent_path());
-        disk_.write_file(p, f.content, f.entry.mode);
+        // Synced: a refused snapshot may be the only copy of those cookies.
+        disk_.write_durably(p, f.content);
+        disk_.chmod(p, f.entry.mode & kModeBits);
       }
     }
     disk_.write_durably(incoming / "reason", reason + "\n");
     disk_.rename(incoming, dir);
+    disk_.sync_dir(root_ / "quarantine");
     ++counters.quarantined;
     spdlog::warn("kept a session snapshot in quarantine ({})", reason);
     spdlog::debug("quarantined session {} in {}", id, dir.string());

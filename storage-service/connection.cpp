@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <random>
 
 #include "commit_batcher.hpp"
@@ -33,6 +34,32 @@ using Clock = std::chrono::steady_clock;
 
 // A client that does not read its events must not make us buffer forever.
 constexpr std::size_t kMaxQueuedBytes = 256ull << 20;
+
+// The operation authorize() is asked about; nullopt when not a request.
+std::optional<Operation> operation_of(wire::Envelope::BodyCase c) {
+  switch (c) {
+    case wire::Envelope::kFetch:
+      return Operation::fetch;
+    case wire::Envelope::kCommit:
+      return Operation::commit;
+    case wire::Envelope::kAssign:
+      return Operation::assign;
+    case wire::Envelope::kDrainDone:
+      return Operation::drain_done;
+    case wire::Envelope::kSessionReady:
+      return Operation::session_ready;
+    case wire::Envelope::kRelease:
+      return Operation::release;
+    case wire::Envelope::kSubscribe:
+      return Operation::subscribe;
+    case wire::Envelope::kList:
+      return Operation::list;
+    case wire::Envelope::kDeleteSession:
+      return Operation::delete_session;
+    default:
+      return std::nullopt;
+  }
+}
 
 const char* op_name(wire::Envelope::BodyCase c) {
   switch (c) {
@@ -98,6 +125,8 @@ Connection::~Connection() {
 void Connection::start() {
   asio::error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  const auto ep = socket_.remote_endpoint(ec);
+  peer_ = ec ? std::string("?") : ep.address().to_string();
   wake_writer_.expires_at(asio::steady_timer::time_point::max());
   slot_free_.expires_at(asio::steady_timer::time_point::max());
   auto self = shared_from_this();
@@ -109,6 +138,27 @@ void Connection::start() {
 
 void Connection::close() {
   asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+}
+
+void Connection::recheck_credentials() {
+  asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
+    if (self->closed_ || !self->greeted_) return;
+    if (!self->credentials_still_valid()) self->close_now();
+  });
+}
+
+bool Connection::credentials_still_valid() {
+  if (ctx_.auth.current(identity_)) return true;
+  const AuthResult r = ctx_.auth.recheck(identity_, peer_);
+  if (!r.ok) return false;
+  identity_ = r.identity;
+  scope_.role = identity_.role;
+  return true;
+}
+
+void Connection::close_after_replies() {
+  closing_ = true;
+  wake_writer_.cancel_one();
 }
 
 void Connection::close_now() {
@@ -164,6 +214,10 @@ asio::awaitable<void> Connection::write_loop() {
   auto self = shared_from_this();
   while (!closed_) {
     if (out_.empty()) {
+      if (closing_) {
+        close_now();
+        break;
+      }
       asio::error_code ec;
       co_await wake_writer_.async_wait(asio::redirect_error(use_awaitable, ec));
       continue;
@@ -186,7 +240,7 @@ asio::awaitable<void> Connection::read_loop() {
   FrameDecoder decoder(ctx_.config.max_frame_bytes.bytes);
   std::string buf(64 * 1024, '\0');
   try {
-    while (!closed_) {
+    while (!closed_ && !closing_) {
       asio::error_code ec;
       const std::size_t n = co_await socket_.async_read_some(
           asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
@@ -197,10 +251,13 @@ asio::awaitable<void> Connection::read_loop() {
         break;
       }
       decoder.feed(std::string_view(buf.data(), n));
-      while (auto env = decoder.next()) {
+      while (!closing_) {
+        auto env = decoder.next();
+        if (!env) break;
         if (env->request_id() == 0) throw FrameError("request without a request id");
         if (env->has_hello()) {
           hello(*env);
+          if (closing_) break;
           continue;
         }
         while (in_flight_ >= ctx_.config.max_in_flight_per_connection && !closed_) {
@@ -224,7 +281,11 @@ asio::awaitable<void> Connection::read_loop() {
         }(),
         e.what());
   }
-  close_now();
+  if (closing_) {
+    wake_writer_.cancel_one();  // the writer closes once the last reply is out
+  } else {
+    close_now();
+  }
 }
 
 void Connection::hello(const wire::Envelope& req) {
@@ -243,13 +304,23 @@ void Connection::hello(const wire::Envelope& req) {
                 "unsupported protocol version " + std::to_string(h.protocol_version()));
   }
   const std::string ns = h.namespace_name().empty() ? "default" : h.namespace_name();
-  if (!valid_id(ns)) return fail(wire::UNAUTHENTICATED, "invalid namespace");
+  if (!valid_id(ns)) {
+    fail(wire::UNAUTHENTICATED, "invalid namespace");
+    close_after_replies();
+    return;
+  }
   if (!h.engine_id().empty() && !valid_id(h.engine_id())) {
     return fail(wire::BAD_REQUEST, "invalid engine id");
   }
-  if (!ctx_.tokens.accept(ns, h.token())) return fail(wire::UNAUTHENTICATED, "token rejected");
+  AuthResult auth = ctx_.auth.hello(ns, h.engine_id(), h.token(), peer_);
+  if (!auth.ok) {
+    fail(wire::UNAUTHENTICATED, auth.message);
+    close_after_replies();
+    return;
+  }
   greeted_ = true;
-  scope_ = Scope{ns, h.engine_id()};
+  identity_ = std::move(auth.identity);
+  scope_ = Scope{ns, h.engine_id(), identity_.role};
   hub_id_ = ctx_.hub.attach(weak_from_this(), ns, h.engine_id());
   auto* r = reply.mutable_hello_reply();
   r->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
@@ -258,8 +329,8 @@ void Connection::hello(const wire::Envelope& req) {
   r->set_max_file_bytes(ctx_.limits.max_file_bytes);
   r->set_max_session_bytes(ctx_.limits.max_session_bytes);
   ctx_.metrics.request_done("hello", "ok", 0);
-  spdlog::debug("hello from engine '{}' in namespace '{}' ({})", h.engine_id(), ns,
-                h.client_name());
+  spdlog::debug("hello from engine '{}' in namespace '{}' as {} ({}, {})", h.engine_id(), ns,
+                identity_.principal, role_name(identity_.role), h.client_name());
   send(reply);
 }
 
@@ -272,6 +343,10 @@ asio::awaitable<void> Connection::handle(wire::Envelope req) {
   try {
     if (ctx_.stopping) throw StoreError(wire::SHUTTING_DOWN, "storage replica is shutting down");
     if (!greeted_) throw StoreError(wire::UNAUTHENTICATED, "hello first");
+    if (!credentials_still_valid()) {
+      close_after_replies();
+      throw StoreError(wire::UNAUTHENTICATED, "the connection's token is no longer valid");
+    }
     reply = co_await dispatch(req);
   } catch (const StoreError& e) {
     reply.Clear();
@@ -296,6 +371,14 @@ asio::awaitable<void> Connection::handle(wire::Envelope req) {
 asio::awaitable<wire::Envelope> Connection::dispatch(const wire::Envelope& req) {
   wire::Envelope reply;
   const Scope scope = scope_;
+  const auto operation = operation_of(req.body_case());
+  if (!operation) {
+    throw StoreError(wire::BAD_REQUEST, std::string("not a request: ") + op_name(req.body_case()));
+  }
+  // The role rules; the owner and epoch rules run with the session's row.
+  if (Decision d = authorize(scope.caller(), *operation); !d.allowed()) {
+    throw StoreError(d.code, d.reason);
+  }
   const Limits limits = ctx_.limits;
   auto& pool = ctx_.pool;
   switch (req.body_case()) {
@@ -346,13 +429,14 @@ asio::awaitable<wire::Envelope> Connection::dispatch(const wire::Envelope& req) 
           .version = drained ? req.drain_done().version() : req.session_ready().version(),
           .epoch = drained ? req.drain_done().epoch() : req.session_ready().epoch(),
           .engine = scope.engine_id};
-      // An assign waiting on this replica goes on at once; the others learn
-      // of it through PostgreSQL (a second signal here finds no waiter).
-      ctx_.handoff.signal(n);
+      // Checked against the session's owner and epoch, then announced to the
+      // other replicas through PostgreSQL; an assign waiting on this replica
+      // goes on at once (the feed's second signal here finds no waiter).
       co_await pool.run<bool>([&](pqxx::connection& c) {
-        announce(c, n);
+        announce(c, scope, n);
         return true;
       });
+      ctx_.handoff.signal(n);
       reply.mutable_ack();
       break;
     }

@@ -34,6 +34,17 @@ void Server::start() {
   asio::co_spawn(io_, accept_loop(), asio::detached);
 }
 
+void Server::recheck_credentials() {
+  std::vector<std::shared_ptr<Connection>> open;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [ptr, weak] : connections_) {
+      if (auto c = weak.lock()) open.push_back(std::move(c));
+    }
+  }
+  for (auto& c : open) c->recheck_credentials();
+}
+
 void Server::forget(Connection* c) {
   std::lock_guard lock(mu_);
   connections_.erase(c);

@@ -47,6 +47,16 @@ void register_keys(ConfigSchema& s, ServiceConfig& c) {
         "default wait for the previous owner's drain (and the new owner's ready)",
         {.min = 0, .max = 600'000});
   s.add("log.level", &c.log_level, "log level", {.choices = levels});
+  s.add("auth.mode", &c.auth_mode,
+        "none: every hello is accepted (tests, single-host demo); tokens: principals from "
+        "auth.credentials_file",
+        {.choices = {"none", "tokens"}});
+  s.add("auth.credentials_file", &c.credentials_file,
+        "YAML file of principals per namespace (name, role, engine_ids, token_sha256); "
+        "reloaded on SIGHUP and when it changes");
+  s.add("auth.credentials_poll", &c.credentials_poll,
+        "how often the credentials file is checked for changes (0: on SIGHUP only)",
+        {.min = 0, .max = 3'600'000});
 }
 
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
@@ -58,6 +68,10 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
   } catch (const std::invalid_argument& e) {
     throw ConfigError(e.what());
   }
+}
+
+bool loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 std::size_t commit_lanes(const ServiceConfig& c) {
@@ -80,6 +94,14 @@ void check(const ServiceConfig& c, const std::string& source) {
     } catch (const ConfigError& e) {
       throw key_error("metrics_listen", e);
     }
+  }
+  if (c.auth_mode == "tokens" && c.credentials_file.empty()) {
+    throw ConfigError(source + ": auth.credentials_file: required when auth.mode is tokens");
+  }
+  if (c.auth_mode != "tokens" && !c.credentials_file.empty()) {
+    throw ConfigError(source +
+                      ": auth.credentials_file: set, but auth.mode is not tokens (the file would "
+                      "be ignored)");
   }
   if (c.max_file_bytes.bytes > c.max_frame_bytes.bytes) {
     throw ConfigError(source + ": limits.max_file_bytes: must not exceed limits.max_frame_bytes");

@@ -140,4 +140,23 @@ Decision authorize(const Caller& c, Operation op, const SessionState& s,
   return allow();
 }
 
+Decision authorize_assign(const Caller& c, std::string_view to_engine, bool create) {
+  if (c.role != Role::engine) return authorize(c, Operation::assign);
+  if (c.engine_id.empty() || to_engine != c.engine_id || create) {
+    return deny(wire::PERMISSION_DENIED,
+                "an engine may not assign; it may only claim an unowned session for itself");
+  }
+  return allow();
+}
+
+Decision authorize_assign(const Caller& c, std::string_view to_engine, bool create,
+                          const SessionState& s) {
+  if (Decision d = authorize_assign(c, to_engine, create); !d.allowed()) return d;
+  if (c.role == Role::engine && !s.owner.empty() && !is_owner(c, s)) {
+    return deny(wire::PERMISSION_DENIED,
+                "an engine may not take a session another engine owns; only a manager moves it");
+  }
+  return allow();
+}
+
 }  // namespace cookiefs::storage

@@ -71,4 +71,13 @@ Decision authorize(const Caller& caller, Operation op);
 Decision authorize(const Caller& caller, Operation op, const SessionState& session,
                    std::uint64_t request_epoch);
 
+// An assign of a session to engine `to_engine`. A manager may move any
+// session; an engine may only claim one for itself (auto affinity: the first
+// writer of an unowned session takes it), never create one that way.
+Decision authorize_assign(const Caller& caller, std::string_view to_engine, bool create);
+// The same, and then against the session's state: an engine claims only an
+// unowned session.
+Decision authorize_assign(const Caller& caller, std::string_view to_engine, bool create,
+                          const SessionState& session);
+
 }  // namespace cookiefs::storage

@@ -376,9 +376,11 @@ asio::awaitable<wire::Envelope> Connection::dispatch(const wire::Envelope& req) 
     throw StoreError(wire::BAD_REQUEST, std::string("not a request: ") + op_name(req.body_case()));
   }
   // The role rules; the owner and epoch rules run with the session's row.
-  if (Decision d = authorize(scope.caller(), *operation); !d.allowed()) {
-    throw StoreError(d.code, d.reason);
-  }
+  const Decision allowed =
+      req.has_assign()
+          ? authorize_assign(scope.caller(), req.assign().engine_id(), req.assign().create())
+          : authorize(scope.caller(), *operation);
+  if (!allowed.allowed()) throw StoreError(allowed.code, allowed.reason);
   const Limits limits = ctx_.limits;
   auto& pool = ctx_.pool;
   switch (req.body_case()) {

@@ -613,6 +613,10 @@ AssignStart begin_assign(pqxx::connection_base& conn, const Scope& s, const wire
   }
   AssignStart start{r[0][0].as<std::string>(), r[0][1].as<std::uint64_t>(),
                     r[0][2].as<std::uint64_t>(), false};
+  // An engine's claim: only of an unowned session (the mark rolls back).
+  enforce(authorize_assign(s.caller(), req.engine_id(), req.create(),
+                           {start.previous_owner, start.epoch}),
+          start.previous_owner, start.epoch, start.version);
   if (!start.previous_owner.empty() && start.previous_owner != req.engine_id()) {
     start.drain_requested = true;
     notify(t, {.kind = ChangeNotice::Kind::drain,
@@ -687,14 +691,15 @@ void announce(pqxx::connection_base& conn, const Scope& s, const ChangeNotice& n
   require_id(notice.session_id, "session id");
   const Operation op =
       notice.kind == ChangeNotice::Kind::drained ? Operation::drain_done : Operation::session_ready;
-  pqxx::work t(conn);
+  // Two statements, no transaction: the row may change right after the
+  // check either way, and a waiter matches the notice's epoch itself.
+  pqxx::nontransaction t(conn);
   auto r = t.exec_prepared("session_owner", s.namespace_name, notice.session_id);
   if (r.empty()) not_found();
   const auto owner = r[0][0].as<std::string>();
   const auto epoch = r[0][1].as<std::uint64_t>();
   enforce(authorize(s.caller(), op, {owner, epoch}, notice.epoch), owner, epoch, 0);
   notify(t, notice);
-  t.commit();
 }
 
 }  // namespace cookiefs::storage

@@ -254,7 +254,7 @@ TEST_CASE("auth: another namespace's sessions cannot be listed, fetched, watched
   expect_refused(s, s.b, "host-a", s.eng_a.token);
 }
 
-TEST_CASE("auth: only a manager assigns") {
+TEST_CASE("auth: only a manager assigns; an engine only claims an unowned session for itself") {
   AuthStack s;
   owned_session(s, "s");
   const auto before = s.state(s.a);
@@ -266,9 +266,22 @@ TEST_CASE("auth: only a manager assigns") {
     CHECK_MESSAGE(error_of(r) == wire::PERMISSION_DENIED, r.DebugString());
     CHECK(error_of(c->call(assign_request("new", "host-b", 100, true))) == wire::PERMISSION_DENIED);
   }
+  // host-b may not claim what host-a owns.
+  CHECK(error_of(b->call(assign_request("s", "host-b", 100))) == wire::PERMISSION_DENIED);
   CHECK(s.state(s.a) == before);
-  // The manager may (positive control).
-  CHECK(s.as(s.nm)->call(assign_request("s", "host-b", 100)).has_assign_reply());
+  // Released, it is unowned: host-b claims it for itself (auto affinity).
+  REQUIRE(a->call(request_of([](auto& e) {
+             e.mutable_release()->set_session_id("s");
+             e.mutable_release()->set_epoch(1);
+           })).has_ack());
+  const auto released = s.state(s.a);
+  CHECK(error_of(a->call(assign_request("s", "host-b", 100))) == wire::PERMISSION_DENIED);
+  CHECK(s.state(s.a) == released);
+  auto claim = b->call(assign_request("s", "host-b", 100));
+  REQUIRE_MESSAGE(claim.has_assign_reply(), claim.DebugString());
+  CHECK(claim.assign_reply().epoch() == 2);
+  // The manager may move it back (positive control).
+  CHECK(s.as(s.nm)->call(assign_request("s", "host-a", 100)).has_assign_reply());
 }
 
 TEST_CASE("auth: a non-owner may not delete, at any epoch") {

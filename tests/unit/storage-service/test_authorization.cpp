@@ -96,3 +96,19 @@ TEST_CASE("DrainDone and SessionReady: only from the engine the hand-off waits o
     CHECK(code(kOperator, op, {"host-a", 4}, 4) == wire::PERMISSION_DENIED);
   }
 }
+
+TEST_CASE("assign: a manager moves any session; an engine only claims an unowned one for itself") {
+  CHECK(authorize_assign(kManager, "host-b", false).allowed());
+  CHECK(authorize_assign(kManager, "host-b", true).allowed());
+  CHECK(authorize_assign(kUnrestricted, "host-b", true).allowed());
+  CHECK(authorize_assign(kOperator, "host-b", false).code == wire::PERMISSION_DENIED);
+  // An engine: for another engine, or creating, never.
+  CHECK(authorize_assign(kEngineA, "host-b", false).code == wire::PERMISSION_DENIED);
+  CHECK(authorize_assign(kEngineA, "host-a", true).code == wire::PERMISSION_DENIED);
+  CHECK(authorize_assign(kEngineA, "host-a", false).allowed());
+  // ...and for itself only what nobody (or itself) owns.
+  CHECK(authorize_assign(kEngineA, "host-a", false, {"", 2}).allowed());
+  CHECK(authorize_assign(kEngineA, "host-a", false, {"host-a", 2}).allowed());
+  CHECK(authorize_assign(kEngineA, "host-a", false, {"host-b", 2}).code == wire::PERMISSION_DENIED);
+  CHECK(authorize_assign(kManager, "host-a", false, {"host-b", 2}).allowed());
+}

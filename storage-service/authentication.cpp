@@ -18,23 +18,23 @@ Authenticator::Authenticator(std::shared_ptr<CredentialStore> store,
                              prometheus::Family<prometheus::Counter>* failures)
     : store_(std::move(store)), failures_(failures) {}
 
+bool Authenticator::should_log(const std::string& peer) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(log_mu_);
+  if (last_logged_.size() >= kMaxPeersRemembered) {
+    std::erase_if(last_logged_, [&](const auto& kv) { return now - kv.second >= kLogEvery; });
+  }
+  auto [it, fresh] = last_logged_.try_emplace(peer, now);
+  if (!fresh && now - it->second < kLogEvery) return false;
+  it->second = now;
+  return last_logged_.size() <= kMaxPeersRemembered;
+}
+
 AuthResult Authenticator::refuse(const std::string& reason, const std::string& message,
                                  const std::string& peer, const std::string& namespace_name,
                                  const std::string& engine_id) {
   if (failures_) failures_->Add({{"reason", reason}}).Increment();
-  bool log = false;
-  {
-    const auto now = std::chrono::steady_clock::now();
-    std::lock_guard lock(log_mu_);
-    if (last_logged_.size() >= kMaxPeersRemembered) {
-      std::erase_if(last_logged_, [&](const auto& kv) { return now - kv.second >= kLogEvery; });
-    }
-    auto [it, fresh] = last_logged_.try_emplace(peer, now);
-    if (fresh || now - it->second >= kLogEvery) {
-      it->second = now;
-      log = last_logged_.size() <= kMaxPeersRemembered;
-    }
-  }
+  const bool log = should_log(peer);
   if (log) {
     spdlog::warn(
         "refused a connection from {} (namespace '{}', engine id '{}'): {}; further refusals "

@@ -68,6 +68,10 @@ class Authenticator {
 
   void replace_credentials(std::shared_ptr<const Credentials> next);
 
+  // True at most once per peer address and minute: refusals (and failed TLS
+  // handshakes) are logged that often, and only counted otherwise.
+  bool should_log(const std::string& peer);
+
  private:
   AuthResult refuse(const std::string& reason, const std::string& message, const std::string& peer,
                     const std::string& namespace_name, const std::string& engine_id);

@@ -24,6 +24,7 @@
 #include "pg_pool.hpp"
 #include "service_config.hpp"
 #include "store_error.hpp"
+#include "tls_context.hpp"
 #include "version.hpp"
 
 namespace cookiefs::storage {
@@ -107,13 +108,17 @@ void require_id(const std::string& id, const char* what) {
 
 }  // namespace
 
-Connection::Connection(asio::ip::tcp::socket socket, ServiceContext& ctx,
-                       std::function<void(Connection*)> on_closed)
+Connection::Connection(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> tls,
+                       ServiceContext& ctx, std::function<void(Connection*)> on_closed)
     : socket_(std::move(socket)),
+      tls_context_(std::move(tls)),
+      tls_(tls_context_ ? std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(
+                              std::move(socket_), *tls_context_)
+                        : nullptr),
       ctx_(ctx),
       on_closed_(std::move(on_closed)),
-      wake_writer_(socket_.get_executor()),
-      slot_free_(socket_.get_executor()) {
+      wake_writer_(tcp().get_executor()),
+      slot_free_(tcp().get_executor()) {
   ctx_.metrics.connections->Increment();
 }
 
@@ -124,24 +129,24 @@ Connection::~Connection() {
 
 void Connection::start() {
   asio::error_code ec;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
-  const auto ep = socket_.remote_endpoint(ec);
+  tcp().set_option(asio::ip::tcp::no_delay(true), ec);
+  const auto ep = tcp().remote_endpoint(ec);
   peer_ = ec ? std::string("?") : ep.address().to_string();
   wake_writer_.expires_at(asio::steady_timer::time_point::max());
   slot_free_.expires_at(asio::steady_timer::time_point::max());
   auto self = shared_from_this();
   asio::co_spawn(
-      socket_.get_executor(), [self]() { return self->read_loop(); }, asio::detached);
+      tcp().get_executor(), [self]() { return self->read_loop(); }, asio::detached);
   asio::co_spawn(
-      socket_.get_executor(), [self]() { return self->write_loop(); }, asio::detached);
+      tcp().get_executor(), [self]() { return self->write_loop(); }, asio::detached);
 }
 
 void Connection::close() {
-  asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+  asio::dispatch(tcp().get_executor(), [self = shared_from_this()] { self->close_now(); });
 }
 
 void Connection::recheck_credentials() {
-  asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
+  asio::dispatch(tcp().get_executor(), [self = shared_from_this()] {
     if (self->closed_ || !self->greeted_) return;
     if (!self->credentials_still_valid()) self->close_now();
   });
@@ -165,8 +170,8 @@ void Connection::close_now() {
   if (closed_) return;
   closed_ = true;
   asio::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  tcp().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  tcp().close(ec);
   wake_writer_.cancel();
   slot_free_.cancel();
   if (hub_id_ != 0) {
@@ -179,7 +184,7 @@ void Connection::close_now() {
 void Connection::push_event(const wire::Event& event) {
   wire::Envelope env;
   *env.mutable_event() = event;
-  asio::dispatch(socket_.get_executor(), [self = shared_from_this(), env = std::move(env)] {
+  asio::dispatch(tcp().get_executor(), [self = shared_from_this(), env = std::move(env)] {
     if (self->closed_) return;
     self->ctx_.metrics.events_pushed->Increment();
     self->send(env);
@@ -226,8 +231,13 @@ asio::awaitable<void> Connection::write_loop() {
     out_.pop_front();
     out_bytes_ -= frame.size();
     asio::error_code ec;
-    co_await asio::async_write(socket_, asio::buffer(frame),
-                               asio::redirect_error(use_awaitable, ec));
+    if (tls_) {
+      co_await asio::async_write(*tls_, asio::buffer(frame),
+                                 asio::redirect_error(use_awaitable, ec));
+    } else {
+      co_await asio::async_write(socket_, asio::buffer(frame),
+                                 asio::redirect_error(use_awaitable, ec));
+    }
     if (ec) {
       spdlog::debug("write failed: {}", ec.message());
       close_now();
@@ -235,15 +245,48 @@ asio::awaitable<void> Connection::write_loop() {
   }
 }
 
+asio::awaitable<bool> Connection::tls_handshake() {
+  // A client that connects and says nothing must not hold a connection.
+  asio::steady_timer deadline(tcp().get_executor(), std::chrono::seconds(10));
+  deadline.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    if (ec) return;
+    asio::error_code ignored;
+    self->tcp().cancel(ignored);
+  });
+  asio::error_code ec;
+  co_await tls_->async_handshake(asio::ssl::stream_base::server,
+                                 asio::redirect_error(use_awaitable, ec));
+  deadline.cancel();
+  if (!ec) co_return true;
+  if (ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) {
+    // Connected and closed without a word: a port probe or a TCP health check.
+    spdlog::debug("{} closed the connection during the TLS handshake", peer_);
+    co_return false;
+  }
+  ctx_.metrics.tls_handshake_failures->Increment();
+  if (ctx_.auth.should_log(peer_)) {
+    spdlog::warn("TLS handshake with {} failed: {}", peer_,
+                 ec == asio::error::operation_aborted ? std::string("no handshake within 10 s")
+                                                      : describe_tls_error(ec));
+  }
+  co_return false;
+}
+
 asio::awaitable<void> Connection::read_loop() {
   auto self = shared_from_this();
+  if (tls_ && !co_await tls_handshake()) {
+    close_now();
+    co_return;
+  }
   FrameDecoder decoder(ctx_.config.max_frame_bytes.bytes);
   std::string buf(64 * 1024, '\0');
   try {
     while (!closed_ && !closing_) {
       asio::error_code ec;
-      const std::size_t n = co_await socket_.async_read_some(
-          asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+      const std::size_t n = tls_ ? co_await tls_->async_read_some(
+                                       asio::buffer(buf), asio::redirect_error(use_awaitable, ec))
+                                 : co_await socket_.async_read_some(
+                                       asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
           spdlog::debug("read failed: {}", ec.message());
@@ -267,7 +310,7 @@ asio::awaitable<void> Connection::read_loop() {
         if (closed_) break;
         ++in_flight_;
         ++ctx_.in_flight;
-        asio::co_spawn(socket_.get_executor(), handle(std::move(*env)), asio::detached);
+        asio::co_spawn(tcp().get_executor(), handle(std::move(*env)), asio::detached);
       }
     }
   } catch (const FrameError& e) {
@@ -276,7 +319,7 @@ asio::awaitable<void> Connection::read_loop() {
         "closing connection from {}: {}",
         [&] {
           asio::error_code ec;
-          auto ep = socket_.remote_endpoint(ec);
+          auto ep = tcp().remote_endpoint(ec);
           return ec ? std::string("?") : ep.address().to_string();
         }(),
         e.what());

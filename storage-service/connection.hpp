@@ -17,6 +17,8 @@
 
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/stream.hpp>
 #include <asio/steady_timer.hpp>
 
 #include <atomic>
@@ -39,6 +41,7 @@ class PgPool;
 class CommitBatcher;
 class Handoff;
 class Metrics;
+class TlsContexts;
 
 // What every connection of this replica shares. Outlives all connections.
 struct ServiceContext {
@@ -50,6 +53,7 @@ struct ServiceContext {
   Handoff& handoff;
   Metrics& metrics;
   Authenticator& auth;
+  TlsContexts* tls = nullptr;  // null: plaintext (tls.mode off)
   std::string server_id;
   std::atomic<bool> stopping{false};
   std::atomic<std::int64_t> in_flight{0};  // requests being handled, all connections
@@ -57,8 +61,9 @@ struct ServiceContext {
 
 class Connection final : public EventSink, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(asio::ip::tcp::socket socket, ServiceContext& ctx,
-             std::function<void(Connection*)> on_closed);
+  // tls: the context of a TLS listener (the handshake runs first), or null.
+  Connection(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> tls,
+             ServiceContext& ctx, std::function<void(Connection*)> on_closed);
   ~Connection() override;
 
   void start();
@@ -80,7 +85,12 @@ class Connection final : public EventSink, public std::enable_shared_from_this<C
   void close_after_replies();            // on the strand: stop reading, flush, close
   bool credentials_still_valid();        // on the strand
 
-  asio::ip::tcp::socket socket_;
+  asio::ip::tcp::socket& tcp() { return tls_ ? tls_->next_layer() : socket_; }
+  asio::awaitable<bool> tls_handshake();
+
+  asio::ip::tcp::socket socket_;  // moved into tls_ on a TLS connection
+  std::shared_ptr<asio::ssl::context> tls_context_;
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
   ServiceContext& ctx_;
   std::function<void(Connection*)> on_closed_;
   asio::steady_timer wake_writer_;

@@ -39,6 +39,7 @@
 #include "service_config.hpp"
 #include "store_error.hpp"
 #include "subscriber_hub.hpp"
+#include "tls_context.hpp"
 #include "token_command.hpp"
 #include "version.hpp"
 
@@ -106,15 +107,17 @@ FileStamp stamp_of(const std::string& path) {
           static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
 }
 
-// Reloads auth.credentials_file on SIGHUP and when its stamp changes. A file
-// that no longer parses keeps the previous credentials (and says so).
-class CredentialReloader {
+// Reloads auth.credentials_file on SIGHUP and when its stamp changes, and the
+// TLS certificate and key on SIGHUP. Files that no longer load keep the
+// previous ones (and say so).
+class Reloader {
  public:
-  CredentialReloader(asio::io_context& io, const storage::ServiceConfig& cfg,
-                     storage::Authenticator& auth, storage::Metrics& metrics,
-                     std::optional<storage::Server>& server)
+  Reloader(asio::io_context& io, const storage::ServiceConfig& cfg, storage::Authenticator& auth,
+           storage::TlsContexts* tls, storage::Metrics& metrics,
+           std::optional<storage::Server>& server)
       : cfg_(cfg),
         auth_(auth),
+        tls_(tls),
         metrics_(metrics),
         server_(server),
         hup_(io, SIGHUP),
@@ -123,7 +126,7 @@ class CredentialReloader {
 
   void start() {
     wait_hup();
-    if (cfg_.credentials_poll.count() > 0) wait_poll();
+    if (auth_.tokens_required() && cfg_.credentials_poll.count() > 0) wait_poll();
   }
   void stop() {
     asio::error_code ec;
@@ -135,8 +138,18 @@ class CredentialReloader {
   void wait_hup() {
     hup_.async_wait([this](const asio::error_code& ec, int) {
       if (ec) return;
-      spdlog::info("SIGHUP: reloading {}", cfg_.credentials_file);
-      reload();
+      if (tls_) {
+        try {
+          tls_->reload();
+          spdlog::info("SIGHUP: TLS certificate {} reloaded", cfg_.tls_cert_file);
+        } catch (const std::exception& e) {
+          spdlog::error("TLS certificate not reloaded, the previous one stays: {}", e.what());
+        }
+      }
+      if (auth_.tokens_required()) {
+        spdlog::info("SIGHUP: reloading {}", cfg_.credentials_file);
+        reload();
+      }
       wait_hup();
     });
   }
@@ -168,6 +181,7 @@ class CredentialReloader {
 
   const storage::ServiceConfig& cfg_;
   storage::Authenticator& auth_;
+  storage::TlsContexts* tls_;
   storage::Metrics& metrics_;
   std::optional<storage::Server>& server_;
   asio::signal_set hup_;
@@ -197,6 +211,7 @@ int main(int argc, char** argv) {
   }
   if (token_command.chosen()) return token_command.run(std::cout, std::cerr);
   std::shared_ptr<storage::CredentialStore> credentials;
+  std::unique_ptr<storage::TlsContexts> tls;
   try {
     schema.load();
     storage::check(cfg, schema.config_path().empty() ? kProgram : schema.config_path());
@@ -205,7 +220,14 @@ int main(int argc, char** argv) {
           std::make_shared<storage::CredentialStore>(std::make_shared<const storage::Credentials>(
               storage::Credentials::load(cfg.credentials_file)));
     }
+    if (cfg.tls_mode == "on") {
+      tls = std::make_unique<storage::TlsContexts>(
+          storage::TlsFiles{cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file});
+    }
   } catch (const cookiefs::ConfigError& e) {
+    std::cerr << kProgram << ": " << e.what() << "\n";
+    return 2;
+  } catch (const std::runtime_error& e) {  // a TLS file that does not load
     std::cerr << kProgram << ": " << e.what() << "\n";
     return 2;
   }
@@ -254,6 +276,7 @@ int main(int argc, char** argv) {
         .handoff = handoff,
         .metrics = metrics,
         .auth = auth,
+        .tls = tls.get(),
         .server_id = make_server_id(),
     };
 
@@ -314,16 +337,27 @@ int main(int argc, char** argv) {
     server.emplace(io, ctx);
     const auto [host, port] = storage::split_host_port(cfg.listen);
     server->listen(host, port);
-    std::optional<CredentialReloader> reloader;
-    if (credentials) {
-      reloader.emplace(io, cfg, auth, metrics, server);
+    std::optional<Reloader> reloader;
+    if (credentials || tls) {
+      reloader.emplace(io, cfg, auth, tls.get(), metrics, server);
       reloader->start();
+    }
+    if (credentials) {
       spdlog::info("auth: tokens ({} principals from {})", credentials->current()->size(),
                    cfg.credentials_file);
     } else if (!storage::loopback_host(host)) {
       spdlog::warn(
           "auth: none on {}, which is not a loopback address: anyone who can reach this port "
           "reads and writes every session (set auth.mode: tokens)",
+          cfg.listen);
+    }
+    if (tls) {
+      spdlog::info("tls: on (certificate {}{})", cfg.tls_cert_file,
+                   cfg.tls_client_ca_file.empty() ? "" : ", client certificates required");
+    } else if (!storage::loopback_host(host)) {
+      spdlog::warn(
+          "tls: off on {}, which is not a loopback address: tokens and cookies cross the network "
+          "in plain text (set tls.mode: on)",
           cfg.listen);
     }
     server->start();

@@ -76,6 +76,13 @@ Metrics::Metrics() : registry(std::make_shared<prometheus::Registry>()) {
            .Help("Reloads of auth.credentials_file that failed (the previous credentials stay)")
            .Register(*registry)
            .Add({});
+  tls_handshake_failures =
+      &BuildCounter()
+           .Name("cookiefs_storage_tls_handshake_failures_total")
+           .Help(
+               "TLS handshakes that failed (plaintext clients, untrusted or missing certificates)")
+           .Register(*registry)
+           .Add({});
   BuildGauge()
       .Name("cookiefs_storage_build_info")
       .Help("Build of this storage-service")

@@ -34,6 +34,7 @@ class Metrics {
   prometheus::Gauge* change_feed_connected;
   prometheus::Family<prometheus::Counter>* auth_failures;  // {reason}
   prometheus::Counter* credential_reloads_failed;
+  prometheus::Counter* tls_handshake_failures;
 };
 
 }  // namespace cookiefs::storage

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "service_config.hpp"
+#include "tls_context.hpp"
 
 namespace cookiefs::storage {
 
@@ -71,8 +72,9 @@ asio::awaitable<void> Server::accept_loop() {
                      ctx_.config.max_connections);
         continue;
       }
-      conn = std::make_shared<Connection>(std::move(socket), ctx_,
-                                          [this](Connection* c) { forget(c); });
+      conn =
+          std::make_shared<Connection>(std::move(socket), ctx_.tls ? ctx_.tls->current() : nullptr,
+                                       ctx_, [this](Connection* c) { forget(c); });
       connections_[conn.get()] = conn;
     }
     conn->start();

@@ -36,6 +36,10 @@ struct ServiceConfig {
   std::string auth_mode = "none";  // none | tokens
   std::string credentials_file;    // auth.mode tokens: principals and token hashes
   std::chrono::milliseconds credentials_poll{2000};  // 0: reload on SIGHUP only
+  std::string tls_mode = "off";                      // off | on
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;  // set: clients must show a certificate it signed
 };
 
 // True for addresses only this host can reach (127.0.0.0/8, ::1, localhost).

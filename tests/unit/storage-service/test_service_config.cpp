@@ -23,11 +23,28 @@ TEST_CASE("the example config documents every key and loads") {
   // Every registered key appears in the example file.
   std::ifstream in(path);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  for (const char* key :
-       {"listen:", "metrics_listen:", "url:", "pool_size:", "connect_timeout:", "threads:",
-        "max_connections:", "max_in_flight_per_connection:", "shutdown_grace:", "max_frame_bytes:",
-        "max_file_bytes:", "max_session_bytes:", "max_files_per_session:", "versions:",
-        "drain_grace:", "level:", "mode:", "credentials_file:", "credentials_poll:"}) {
+  for (const char* key : {"listen:",
+                          "metrics_listen:",
+                          "url:",
+                          "pool_size:",
+                          "connect_timeout:",
+                          "threads:",
+                          "max_connections:",
+                          "max_in_flight_per_connection:",
+                          "shutdown_grace:",
+                          "max_frame_bytes:",
+                          "max_file_bytes:",
+                          "max_session_bytes:",
+                          "max_files_per_session:",
+                          "versions:",
+                          "drain_grace:",
+                          "level:",
+                          "mode:",
+                          "credentials_file:",
+                          "credentials_poll:",
+                          "cert_file:",
+                          "key_file:",
+                          "client_ca_file:"}) {
     CHECK_MESSAGE(text.find(key) != std::string::npos, key);
   }
 }

@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace cookiefs {
@@ -213,6 +214,19 @@ void ConfigSchema::add(const std::string& key, std::vector<std::string>* target,
   };
 }
 
+namespace {
+
+// The trimmed contents of a secret file.
+std::string read_secret_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot read secret file " + quoted(path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return trim(ss.str());
+}
+
+}  // namespace
+
 void ConfigSchema::bind(CLI::App& app) {
   app.add_option("-c,--config", config_path_, "YAML config file (see config/ for examples)");
   for (auto& k : keys_) {
@@ -224,9 +238,19 @@ void ConfigSchema::bind(CLI::App& app) {
     } else {
       app.add_option(k.opt.flag, k.flag_value, help)->type_name("VALUE");
     }
+    if (k.opt.secret) {
+      std::string file_help = "file whose contents are " + k.name +
+                              " (secrets belong in files or the environment, not in flags) [" +
+                              k.name + "_file]";
+      if (!k.opt.env.empty()) file_help += " (env " + k.opt.env + "_FILE)";
+      app.add_option(k.opt.flag + "-file", k.file_flag_value, file_help)->type_name("PATH");
+    }
   }
   app.callback([this, &app] {
-    for (auto& k : keys_) k.flag_given = app.count(k.opt.flag) > 0;
+    for (auto& k : keys_) {
+      k.flag_given = app.count(k.opt.flag) > 0;
+      k.file_flag_given = k.opt.secret && app.count(k.opt.flag + "-file") > 0;
+    }
   });
 }
 
@@ -254,12 +278,8 @@ void ConfigSchema::walk(const std::string& source, const YAML::Node& node,
         auto sit = index_.find(key.substr(0, key.size() - 5));
         if (sit != index_.end() && keys_[sit->second].opt.secret) {
           const std::string path = scalar_text(entry.second, "a file path");
-          std::ifstream in(path);
-          if (!in) throw ConfigError("cannot read secret file " + quoted(path));
-          std::stringstream ss;
-          ss << in.rdbuf();
           Key& k = keys_[sit->second];
-          k.from_text(source, trim(ss.str()));
+          k.from_text(source, read_secret_file(path));
           k.set = true;
           continue;
         }
@@ -309,13 +329,38 @@ void ConfigSchema::load() {
       }
       k.set = true;
     }
+    if (!k.opt.secret) continue;
+    const std::string file_env = k.opt.env + "_FILE";
+    if (const char* v = std::getenv(file_env.c_str()); v && *v) {
+      try {
+        k.from_text(file_env, read_secret_file(v));
+      } catch (const ConfigError& e) {
+        throw ConfigError("environment " + file_env + ": " + k.name + ": " + e.what());
+      }
+      k.set = true;
+    }
   }
   for (auto& k : keys_) {
-    if (!k.flag_given) continue;
+    if (k.flag_given && k.file_flag_given) {
+      throw ConfigError(k.opt.flag + " and " + k.opt.flag + "-file: give only one");
+    }
     try {
-      k.from_text(k.opt.flag, k.flag_value);
+      if (k.flag_given) {
+        k.from_text(k.opt.flag, k.flag_value);
+        if (k.opt.secret && !k.flag_value.empty()) {
+          std::cerr << program_ << ": warning: " << k.opt.flag
+                    << " puts a secret on the command line, where every local user can read it; "
+                       "prefer "
+                    << k.opt.flag << "-file"
+                    << (k.opt.env.empty() ? std::string() : " or " + k.opt.env) << "\n";
+        }
+      } else if (k.file_flag_given) {
+        k.from_text(k.opt.flag + "-file", read_secret_file(k.file_flag_value));
+      } else {
+        continue;
+      }
     } catch (const ConfigError& e) {
-      throw ConfigError(k.opt.flag + ": " + e.what());
+      throw ConfigError((k.flag_given ? k.opt.flag : k.opt.flag + "-file") + ": " + e.what());
     }
     k.set = true;
   }

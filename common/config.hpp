@@ -2,8 +2,11 @@
 // dotted YAML key (e.g. `database.pool_size`) to a variable, a command-line
 // flag and optionally an environment variable. Precedence, lowest first:
 // built-in default (the variable's value at registration), the YAML file,
-// the environment, the flag. Secret keys also accept `<key>_file` in YAML
-// (a path whose trimmed contents are the value) so secrets never need a flag.
+// the environment, the flag. Secret keys also accept `<key>_file` in YAML,
+// `<ENV>_FILE` in the environment and `<flag>-file` on the command line (a
+// path whose trimmed contents are the value), so secrets never need to be
+// written into a flag, where every local user sees them (ps); a secret given
+// as a flag itself still works, with a warning on stderr.
 //
 // Every error is a ConfigError whose message is one line naming the source
 // and the key: `storage.yaml: database.pool_size: expected an integer, got "ten"`.
@@ -90,6 +93,8 @@ class ConfigSchema {
     bool set = false;
     std::string flag_value;
     bool flag_given = false;
+    std::string file_flag_value;  // secrets: <flag>-file
+    bool file_flag_given = false;
   };
   Key& add_key(const std::string& key, std::string help, KeyOptions opt, std::string type_name);
   void walk(const std::string& source, const YAML::Node& node, const std::string& prefix);

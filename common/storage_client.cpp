@@ -8,6 +8,7 @@
 #include "storage_client.hpp"
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <atomic>
 #include <deque>
 #include <future>
@@ -47,11 +48,13 @@ bool is_retryable(const wire::Error& e) {
 struct Connection {
   explicit Connection(asio::io_context& io) : socket(io), resolver(io), watchdog(io) {}
   tcp::socket socket;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;  // over socket, when TLS is on
   tcp::resolver resolver;
   asio::steady_timer watchdog;  // connect + Hello deadline
   std::deque<std::string> outbox;
   bool writing = false;
   bool ready = false;  // HelloReply received
+  bool hello_refused = false;
   std::uint64_t hello_id = 0;
   std::uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
   std::size_t endpoint_index = 0;
@@ -80,11 +83,55 @@ struct Pending {
 
 }  // namespace
 
+std::unique_ptr<asio::ssl::context> make_tls_context(const ClientTls& t) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  const auto load = [](const char* what, const std::string& path, auto&& f) {
+    try {
+      f();
+    } catch (const std::system_error& e) {
+      throw std::runtime_error(path + ": cannot load the " + what + ": " + e.code().message());
+    }
+  };
+  if (t.ca_file.empty()) {
+    ctx->set_default_verify_paths();
+  } else {
+    load("CA bundle (tls.ca_file)", t.ca_file, [&] { ctx->load_verify_file(t.ca_file); });
+  }
+  if (!t.cert_file.empty()) {
+    load("client certificate (tls.cert_file)", t.cert_file,
+         [&] { ctx->use_certificate_chain_file(t.cert_file); });
+    load("client key (tls.key_file)", t.key_file,
+         [&] { ctx->use_private_key_file(t.key_file, asio::ssl::context::pem); });
+  }
+  ctx->set_verify_mode(asio::ssl::verify_peer);
+  return ctx;
+}
+
+// Why a client handshake failed, in one line.
+std::string tls_failure(SSL* ssl, const std::error_code& ec, const std::string& server_name) {
+  const long verify = SSL_get_verify_result(ssl);
+  if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+    return "the server's certificate is not for \"" + server_name + "\" (tls.server_name)";
+  }
+  if (verify != X509_V_OK) {
+    return std::string("the server's certificate was not accepted: ") +
+           X509_verify_cert_error_string(verify) + " (check tls.ca_file)";
+  }
+  const std::string what = ec.message();
+  if (what.find("wrong version number") != std::string::npos ||
+      what.find("packet length too long") != std::string::npos || ec == asio::error::eof) {
+    return what + " (is the server's port plaintext? then turn tls off in this client)";
+  }
+  return what;
+}
+
 class StorageClient::Impl {
  public:
   explicit Impl(ClientOptions options) : options_(std::move(options)), backoff_timer_(io_) {
     if (options_.endpoints.empty()) throw std::invalid_argument("no storage endpoint given");
     for (const auto& ep : options_.endpoints) parsed_.push_back(parse_endpoint(ep));
+    if (options_.tls.enabled) tls_context_ = make_tls_context(options_.tls);
   }
 
   ~Impl() { stop(); }
@@ -314,16 +361,20 @@ class StorageClient::Impl {
   // One async_write at a time per connection; the handler chains the next frame.
   static void write_next(std::shared_ptr<Connection> c) {
     c->writing = true;
-    asio::async_write(c->socket, asio::buffer(c->outbox.front()),
-                      [c](std::error_code ec, std::size_t) {
-                        c->outbox.pop_front();
-                        c->writing = false;
-                        if (ec) {
-                          c->close();  // the reader sees it and reconnects
-                          return;
-                        }
-                        if (!c->outbox.empty()) write_next(c);
-                      });
+    auto done = [c](std::error_code ec, std::size_t) {
+      c->outbox.pop_front();
+      c->writing = false;
+      if (ec) {
+        c->close();  // the reader sees it and reconnects
+        return;
+      }
+      if (!c->outbox.empty()) write_next(c);
+    };
+    if (c->tls) {
+      asio::async_write(*c->tls, asio::buffer(c->outbox.front()), std::move(done));
+    } else {
+      asio::async_write(c->socket, asio::buffer(c->outbox.front()), std::move(done));
+    }
   }
 
   // Walks the endpoint list forever: a full round of failures costs one
@@ -381,6 +432,11 @@ class StorageClient::Impl {
     }
     std::error_code ignored;
     c->socket.set_option(tcp::no_delay(true), ignored);
+    if (tls_context_ && !co_await tls_handshake(c, host, name)) {
+      c->close();
+      if (conn_ == c) conn_.reset();
+      co_return false;
+    }
 
     wire::Envelope hello;
     c->hello_id = next_id_++;
@@ -395,10 +451,59 @@ class StorageClient::Impl {
 
     co_await serve(c, name);
 
+    if (!c->ready && !c->hello_refused && should_warn(index)) {
+      spdlog::warn("storage client: {} closed the connection before answering Hello{}", name,
+                   tls_context_ ? " (does it require a client certificate? see tls.cert_file)"
+                                : " (is it a TLS port? then turn tls on in this client)");
+    }
     c->close();
     if (conn_ == c) conn_.reset();
     if (c->ready) on_lost(name);
     co_return c->ready;
+  }
+
+  // At most one warning per endpoint and minute for connections that fail
+  // the same way again and again.
+  bool should_warn(std::size_t index) {
+    const auto now = std::chrono::steady_clock::now();
+    auto [it, fresh] = last_warned_.try_emplace(index, now);
+    if (!fresh && now - it->second < std::chrono::minutes(1)) return false;
+    it->second = now;
+    return true;
+  }
+
+  asio::awaitable<bool> tls_handshake(std::shared_ptr<Connection> c, const std::string& host,
+                                      const std::string& name) {
+    const std::string server_name =
+        options_.tls.server_name.empty() ? host : options_.tls.server_name;
+    c->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(c->socket, *tls_context_);
+    SSL* ssl = c->tls->native_handle();
+    std::error_code ec;
+    const auto ip = asio::ip::make_address(server_name, ec);
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    if (!ec) {
+      X509_VERIFY_PARAM_set1_ip(
+          param, ip.is_v4() ? ip.to_v4().to_bytes().data() : ip.to_v6().to_bytes().data(),
+          ip.is_v4() ? 4 : 16);
+    } else {
+      SSL_set_tlsext_host_name(ssl, server_name.c_str());
+      X509_VERIFY_PARAM_set1_host(param, server_name.c_str(), 0);
+    }
+    ec = {};
+    co_await c->tls->async_handshake(asio::ssl::stream_base::client,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) co_return true;
+    const std::string why = tls_failure(ssl, ec, server_name);
+    if (should_warn(c->endpoint_index)) {
+      spdlog::warn("storage client: TLS handshake with {} failed: {}", name, why);
+    }
+    if (SSL_get_verify_result(ssl) != X509_V_OK) {
+      // An untrusted server will not become trusted by retrying: tell every waiter now.
+      const auto e =
+          make_error(wire::UNAVAILABLE, "TLS handshake with " + name + " failed: " + why);
+      while (!pending_.empty()) complete(pending_.begin(), std::nullopt, e);
+    }
+    co_return false;
   }
 
   asio::awaitable<void> serve(std::shared_ptr<Connection> c, const std::string& name) {
@@ -406,8 +511,11 @@ class StorageClient::Impl {
     std::vector<char> buf(64 * 1024);
     std::error_code ec;
     while (!stopping_) {
-      const std::size_t n = co_await c->socket.async_read_some(
-          asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+      const std::size_t n =
+          c->tls ? co_await c->tls->async_read_some(asio::buffer(buf),
+                                                    asio::redirect_error(asio::use_awaitable, ec))
+                 : co_await c->socket.async_read_some(
+                       asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (c->ready) spdlog::warn("storage client: connection to {} lost: {}", name, ec.message());
         co_return;
@@ -451,6 +559,7 @@ class StorageClient::Impl {
     }
     const wire::Error e =
         env.has_error() ? env.error() : make_error(wire::INTERNAL, "unexpected reply to Hello");
+    c->hello_refused = true;
     spdlog::warn("storage client: {} refused Hello: {}", name, e.message());
     if (!is_retryable(e)) {
       // Bad token or namespace will not fix itself by retrying: tell every waiter now.
@@ -525,6 +634,8 @@ class StorageClient::Impl {
   asio::io_context io_;
   std::vector<std::pair<std::string, std::uint16_t>> parsed_;
   asio::steady_timer backoff_timer_;
+  std::unique_ptr<asio::ssl::context> tls_context_;                           // when tls.enabled
+  std::map<std::size_t, std::chrono::steady_clock::time_point> last_warned_;  // I/O thread only
   std::thread thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex life_mutex_;

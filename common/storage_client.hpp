@@ -30,6 +30,17 @@
 
 namespace cookiefs {
 
+// TLS towards the storage service (its tls.mode: on). The server's
+// certificate must chain to ca_file and name server_name (a DNS name or an IP
+// address); a client certificate is shown when cert_file is set (mutual TLS).
+struct ClientTls {
+  bool enabled = false;
+  std::string ca_file;      // PEM bundle; "" = the system's default trust store
+  std::string server_name;  // "" = the host part of each endpoint
+  std::string cert_file;    // PEM chain of this client (optional)
+  std::string key_file;     // its private key
+};
+
 struct ClientOptions {
   std::vector<std::string> endpoints;  // "host:port"
   std::string namespace_name = "default";
@@ -40,6 +51,7 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout{15000};  // default deadline incl. retries
   std::chrono::milliseconds reconnect_backoff_max{2000};
   std::uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
+  ClientTls tls;
 };
 
 // A failed request: the server's typed error, or a local one (UNAVAILABLE when
@@ -68,6 +80,8 @@ class StorageClient {
   using StateHandler = std::function<void(bool connected)>;
   using HelloHandler = std::function<void(const wire::HelloReply&)>;
 
+  // Throws std::invalid_argument for a bad endpoint and std::runtime_error
+  // for TLS files that do not load (naming the file).
   explicit StorageClient(ClientOptions options);
   ~StorageClient();  // stop()s
   StorageClient(const StorageClient&) = delete;

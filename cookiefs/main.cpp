@@ -198,6 +198,11 @@ int run(int argc, char** argv) {
   copts.namespace_name = cfg.namespace_name;
   copts.engine_id = cfg.engine_id;
   copts.token = cfg.token;
+  copts.tls = {.enabled = cfg.tls,
+               .ca_file = cfg.tls_ca_file,
+               .server_name = cfg.tls_server_name,
+               .cert_file = cfg.tls_cert_file,
+               .key_file = cfg.tls_key_file};
   copts.client_name = std::string("cookiefs/") + COOKIEFS_VERSION;
   StorageClient client(copts);
   CommitQueue queue(cfg.commit_delay, cfg.commit_max_lag);

@@ -18,6 +18,14 @@ void register_keys(ConfigSchema& s, MountConfig& c) {
   s.add("namespace", &c.namespace_name, "tenant namespace", {.flag = "--namespace"});
   s.add("token", &c.token, "token presented to the storage service",
         {.flag = "--token", .env = "COOKIEFS_TOKEN", .secret = true});
+  s.add("tls.enabled", &c.tls, "speak TLS to the storage service (its tls.mode: on)",
+        {.flag = "--tls"});
+  s.add("tls.ca_file", &c.tls_ca_file,
+        "PEM CA bundle the storage service's certificate must chain to (\"\": system default)");
+  s.add("tls.server_name", &c.tls_server_name,
+        "name the storage service's certificate must carry (\"\": each endpoint's host)");
+  s.add("tls.cert_file", &c.tls_cert_file, "PEM client certificate, for mutual TLS");
+  s.add("tls.key_file", &c.tls_key_file, "PEM key of tls.cert_file");
   s.add("metrics_listen", &c.metrics_listen, "HOST:PORT of the Prometheus endpoint; \"\" disables",
         {.flag = "--metrics-listen"});
   s.add("commit.delay", &c.commit_delay, "quiet time before a change is committed",

@@ -19,6 +19,11 @@ struct MountConfig {
   std::string mountpoint;
   std::string namespace_name = "default";
   std::string token;
+  bool tls = false;  // TLS to the storage service (its tls.mode: on)
+  std::string tls_ca_file;
+  std::string tls_server_name;
+  std::string tls_cert_file;
+  std::string tls_key_file;
   std::string metrics_listen = "127.0.0.1:9101";
   std::chrono::milliseconds commit_delay{15};
   std::chrono::milliseconds commit_max_lag{1000};

@@ -38,6 +38,7 @@ cookiefs_status from_wire(ErrorCode code) {
     case cookiefs::wire::BAD_REQUEST:
       return COOKIEFS_ERR_INVALID;
     case cookiefs::wire::UNAUTHENTICATED:
+    case cookiefs::wire::PERMISSION_DENIED:
       return COOKIEFS_ERR_DENIED;
     case cookiefs::wire::NOT_FOUND:
       return COOKIEFS_ERR_NOT_FOUND;

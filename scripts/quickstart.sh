@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Quick start: install what is missing, build, and run the whole stack locally:
 #   - a private PostgreSQL 15 cluster in .state/pg (scripts/pg-cluster.sh),
-#   - storage-service on 127.0.0.1:7070 (log: .state/storage-service.log),
+#   - tokens for the mount (engine), the shim (manager) and an operator in
+#     .state/auth/ (0700; made fresh on every run) and the credentials file
+#     listing their hashes, .state/auth/credentials.yaml,
+#   - storage-service on 127.0.0.1:7070 with auth.mode tokens (log:
+#     .state/storage-service.log),
 #   - a cookiefs mount at .state/mnt with its cache in .state/cache, when the
 #     cookiefs binary is part of the build (log: .state/cookiefs.log).
 # Re-running it stops what it started before and starts again. Stop with
@@ -60,10 +64,31 @@ trap 'status=$?; if ((status != 0)); then bash "$root/scripts/stop.sh" --quiet; 
 say "starting PostgreSQL (.state/pg, port $pg_port)"
 database_url=$(bash "$root/scripts/pg-cluster.sh" start "$state/pg" "$pg_port")
 
-say "starting storage-service (127.0.0.1:$storage_port)"
+engine_id="quickstart-$(hostname -s | sed 's/[^A-Za-z0-9._-]/-/g')"
+say "making tokens (.state/auth/)"
+# Fresh tokens on every run: the old ones stop working with the stack they
+# were made for. Only hashes go into the credentials file.
+auth="$state/auth"
+rm -rf "$auth"
+mkdir -m 700 "$auth"
+credentials="$auth/credentials.yaml"
+new_token() { # name role [engine id]
+  local extra=()
+  [[ -z "${3:-}" ]] || extra=(--engine-id "$3")
+  "$storage_bin" token create --namespace default --name "$1" --role "$2" "${extra[@]}" \
+    --out "$auth/$1.token" | sed -e '1d' -e 's/^/    /' >>"$credentials"
+}
+printf 'namespaces:\n  default:\n' >"$credentials"
+new_token mount engine "$engine_id"
+new_token manager manager
+new_token operator operator
+chmod 600 "$credentials"
+
+say "starting storage-service (127.0.0.1:$storage_port, auth: tokens)"
 # The URL goes through the environment: flags are visible in ps to every user.
 COOKIEFS_DATABASE_URL="$database_url" setsid "$storage_bin" \
   --listen "127.0.0.1:$storage_port" --metrics-listen "127.0.0.1:$storage_metrics_port" \
+  --auth-mode tokens --auth-credentials-file "$credentials" \
   </dev/null >"$state/storage-service.log" 2>&1 &
 storage_pid=$!
 echo "$storage_pid" >"$state/storage-service.pid"
@@ -78,9 +103,8 @@ example=""
 if [[ -x "$mount_bin" ]]; then
   say "starting cookiefs mount (.state/mnt)"
   mkdir -p "$state/mnt" "$state/cache"
-  engine_id="quickstart-$(hostname -s | sed 's/[^A-Za-z0-9._-]/-/g')"
   setsid "$mount_bin" --storage "127.0.0.1:$storage_port" --engine-id "$engine_id" \
-    --cache-dir "$state/cache" --metrics-listen "127.0.0.1:$mount_metrics_port" -f "$state/mnt" \
+    --token-file "$auth/mount.token" --cache-dir "$state/cache" --metrics-listen "127.0.0.1:$mount_metrics_port" -f "$state/mnt" \
     </dev/null >"$state/cookiefs.log" 2>&1 &
   mount_pid=$!
   echo "$mount_pid" >"$state/cookiefs.pid"
@@ -98,7 +122,10 @@ cat <<EOF
 cookiefs is running:
   PostgreSQL       $database_url   (data and log: .state/pg/)
   storage-service  127.0.0.1:$storage_port (pid $storage_pid, metrics 127.0.0.1:$storage_metrics_port, log: .state/storage-service.log)
+  tokens           .state/auth/{mount,manager,operator}.token (hashes in .state/auth/credentials.yaml)
   cookiefs mount   $mount_line
 EOF
 [[ -z "$example" ]] || printf '\nTry it:\n  %s\n' "$example"
+printf '\nThe shim speaks as the manager with:\n  COOKIEFS_TOKEN_FILE=%s %s --storage 127.0.0.1:%s assign SESSION ENGINE_ID\n' \
+  "$auth/manager.token" "$build/engine-shim/cookiefs-shim" "$storage_port"
 printf '\nLogs are in .state/. Stop everything with: scripts/stop.sh\n'

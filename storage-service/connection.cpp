@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <random>
 
 #include "commit_batcher.hpp"
@@ -23,6 +24,7 @@
 #include "pg_pool.hpp"
 #include "service_config.hpp"
 #include "store_error.hpp"
+#include "tls_context.hpp"
 #include "version.hpp"
 
 namespace cookiefs::storage {
@@ -33,6 +35,32 @@ using Clock = std::chrono::steady_clock;
 
 // A client that does not read its events must not make us buffer forever.
 constexpr std::size_t kMaxQueuedBytes = 256ull << 20;
+
+// The operation authorize() is asked about; nullopt when not a request.
+std::optional<Operation> operation_of(wire::Envelope::BodyCase c) {
+  switch (c) {
+    case wire::Envelope::kFetch:
+      return Operation::fetch;
+    case wire::Envelope::kCommit:
+      return Operation::commit;
+    case wire::Envelope::kAssign:
+      return Operation::assign;
+    case wire::Envelope::kDrainDone:
+      return Operation::drain_done;
+    case wire::Envelope::kSessionReady:
+      return Operation::session_ready;
+    case wire::Envelope::kRelease:
+      return Operation::release;
+    case wire::Envelope::kSubscribe:
+      return Operation::subscribe;
+    case wire::Envelope::kList:
+      return Operation::list;
+    case wire::Envelope::kDeleteSession:
+      return Operation::delete_session;
+    default:
+      return std::nullopt;
+  }
+}
 
 const char* op_name(wire::Envelope::BodyCase c) {
   switch (c) {
@@ -80,13 +108,17 @@ void require_id(const std::string& id, const char* what) {
 
 }  // namespace
 
-Connection::Connection(asio::ip::tcp::socket socket, ServiceContext& ctx,
-                       std::function<void(Connection*)> on_closed)
+Connection::Connection(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> tls,
+                       ServiceContext& ctx, std::function<void(Connection*)> on_closed)
     : socket_(std::move(socket)),
+      tls_context_(std::move(tls)),
+      tls_(tls_context_ ? std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(
+                              std::move(socket_), *tls_context_)
+                        : nullptr),
       ctx_(ctx),
       on_closed_(std::move(on_closed)),
-      wake_writer_(socket_.get_executor()),
-      slot_free_(socket_.get_executor()) {
+      wake_writer_(tcp().get_executor()),
+      slot_free_(tcp().get_executor()) {
   ctx_.metrics.connections->Increment();
 }
 
@@ -97,26 +129,49 @@ Connection::~Connection() {
 
 void Connection::start() {
   asio::error_code ec;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  tcp().set_option(asio::ip::tcp::no_delay(true), ec);
+  const auto ep = tcp().remote_endpoint(ec);
+  peer_ = ec ? std::string("?") : ep.address().to_string();
   wake_writer_.expires_at(asio::steady_timer::time_point::max());
   slot_free_.expires_at(asio::steady_timer::time_point::max());
   auto self = shared_from_this();
   asio::co_spawn(
-      socket_.get_executor(), [self]() { return self->read_loop(); }, asio::detached);
+      tcp().get_executor(), [self]() { return self->read_loop(); }, asio::detached);
   asio::co_spawn(
-      socket_.get_executor(), [self]() { return self->write_loop(); }, asio::detached);
+      tcp().get_executor(), [self]() { return self->write_loop(); }, asio::detached);
 }
 
 void Connection::close() {
-  asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+  asio::dispatch(tcp().get_executor(), [self = shared_from_this()] { self->close_now(); });
+}
+
+void Connection::recheck_credentials() {
+  asio::dispatch(tcp().get_executor(), [self = shared_from_this()] {
+    if (self->closed_ || !self->greeted_) return;
+    if (!self->credentials_still_valid()) self->close_now();
+  });
+}
+
+bool Connection::credentials_still_valid() {
+  if (ctx_.auth.current(identity_)) return true;
+  const AuthResult r = ctx_.auth.recheck(identity_, peer_);
+  if (!r.ok) return false;
+  identity_ = r.identity;
+  scope_.role = identity_.role;
+  return true;
+}
+
+void Connection::close_after_replies() {
+  closing_ = true;
+  wake_writer_.cancel_one();
 }
 
 void Connection::close_now() {
   if (closed_) return;
   closed_ = true;
   asio::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  tcp().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  tcp().close(ec);
   wake_writer_.cancel();
   slot_free_.cancel();
   if (hub_id_ != 0) {
@@ -129,7 +184,7 @@ void Connection::close_now() {
 void Connection::push_event(const wire::Event& event) {
   wire::Envelope env;
   *env.mutable_event() = event;
-  asio::dispatch(socket_.get_executor(), [self = shared_from_this(), env = std::move(env)] {
+  asio::dispatch(tcp().get_executor(), [self = shared_from_this(), env = std::move(env)] {
     if (self->closed_) return;
     self->ctx_.metrics.events_pushed->Increment();
     self->send(env);
@@ -164,6 +219,10 @@ asio::awaitable<void> Connection::write_loop() {
   auto self = shared_from_this();
   while (!closed_) {
     if (out_.empty()) {
+      if (closing_) {
+        close_now();
+        break;
+      }
       asio::error_code ec;
       co_await wake_writer_.async_wait(asio::redirect_error(use_awaitable, ec));
       continue;
@@ -172,8 +231,13 @@ asio::awaitable<void> Connection::write_loop() {
     out_.pop_front();
     out_bytes_ -= frame.size();
     asio::error_code ec;
-    co_await asio::async_write(socket_, asio::buffer(frame),
-                               asio::redirect_error(use_awaitable, ec));
+    if (tls_) {
+      co_await asio::async_write(*tls_, asio::buffer(frame),
+                                 asio::redirect_error(use_awaitable, ec));
+    } else {
+      co_await asio::async_write(socket_, asio::buffer(frame),
+                                 asio::redirect_error(use_awaitable, ec));
+    }
     if (ec) {
       spdlog::debug("write failed: {}", ec.message());
       close_now();
@@ -181,15 +245,48 @@ asio::awaitable<void> Connection::write_loop() {
   }
 }
 
+asio::awaitable<bool> Connection::tls_handshake() {
+  // A client that connects and says nothing must not hold a connection.
+  asio::steady_timer deadline(tcp().get_executor(), std::chrono::seconds(10));
+  deadline.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    if (ec) return;
+    asio::error_code ignored;
+    self->tcp().cancel(ignored);
+  });
+  asio::error_code ec;
+  co_await tls_->async_handshake(asio::ssl::stream_base::server,
+                                 asio::redirect_error(use_awaitable, ec));
+  deadline.cancel();
+  if (!ec) co_return true;
+  if (ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) {
+    // Connected and closed without a word: a port probe or a TCP health check.
+    spdlog::debug("{} closed the connection during the TLS handshake", peer_);
+    co_return false;
+  }
+  ctx_.metrics.tls_handshake_failures->Increment();
+  if (ctx_.auth.should_log(peer_)) {
+    spdlog::warn("TLS handshake with {} failed: {}", peer_,
+                 ec == asio::error::operation_aborted ? std::string("no handshake within 10 s")
+                                                      : describe_tls_error(ec));
+  }
+  co_return false;
+}
+
 asio::awaitable<void> Connection::read_loop() {
   auto self = shared_from_this();
+  if (tls_ && !co_await tls_handshake()) {
+    close_now();
+    co_return;
+  }
   FrameDecoder decoder(ctx_.config.max_frame_bytes.bytes);
   std::string buf(64 * 1024, '\0');
   try {
-    while (!closed_) {
+    while (!closed_ && !closing_) {
       asio::error_code ec;
-      const std::size_t n = co_await socket_.async_read_some(
-          asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+      const std::size_t n = tls_ ? co_await tls_->async_read_some(
+                                       asio::buffer(buf), asio::redirect_error(use_awaitable, ec))
+                                 : co_await socket_.async_read_some(
+                                       asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
           spdlog::debug("read failed: {}", ec.message());
@@ -197,10 +294,13 @@ asio::awaitable<void> Connection::read_loop() {
         break;
       }
       decoder.feed(std::string_view(buf.data(), n));
-      while (auto env = decoder.next()) {
+      while (!closing_) {
+        auto env = decoder.next();
+        if (!env) break;
         if (env->request_id() == 0) throw FrameError("request without a request id");
         if (env->has_hello()) {
           hello(*env);
+          if (closing_) break;
           continue;
         }
         while (in_flight_ >= ctx_.config.max_in_flight_per_connection && !closed_) {
@@ -210,7 +310,7 @@ asio::awaitable<void> Connection::read_loop() {
         if (closed_) break;
         ++in_flight_;
         ++ctx_.in_flight;
-        asio::co_spawn(socket_.get_executor(), handle(std::move(*env)), asio::detached);
+        asio::co_spawn(tcp().get_executor(), handle(std::move(*env)), asio::detached);
       }
     }
   } catch (const FrameError& e) {
@@ -219,12 +319,16 @@ asio::awaitable<void> Connection::read_loop() {
         "closing connection from {}: {}",
         [&] {
           asio::error_code ec;
-          auto ep = socket_.remote_endpoint(ec);
+          auto ep = tcp().remote_endpoint(ec);
           return ec ? std::string("?") : ep.address().to_string();
         }(),
         e.what());
   }
-  close_now();
+  if (closing_) {
+    wake_writer_.cancel_one();  // the writer closes once the last reply is out
+  } else {
+    close_now();
+  }
 }
 
 void Connection::hello(const wire::Envelope& req) {
@@ -243,13 +347,23 @@ void Connection::hello(const wire::Envelope& req) {
                 "unsupported protocol version " + std::to_string(h.protocol_version()));
   }
   const std::string ns = h.namespace_name().empty() ? "default" : h.namespace_name();
-  if (!valid_id(ns)) return fail(wire::UNAUTHENTICATED, "invalid namespace");
+  if (!valid_id(ns)) {
+    fail(wire::UNAUTHENTICATED, "invalid namespace");
+    close_after_replies();
+    return;
+  }
   if (!h.engine_id().empty() && !valid_id(h.engine_id())) {
     return fail(wire::BAD_REQUEST, "invalid engine id");
   }
-  if (!ctx_.tokens.accept(ns, h.token())) return fail(wire::UNAUTHENTICATED, "token rejected");
+  AuthResult auth = ctx_.auth.hello(ns, h.engine_id(), h.token(), peer_);
+  if (!auth.ok) {
+    fail(wire::UNAUTHENTICATED, auth.message);
+    close_after_replies();
+    return;
+  }
   greeted_ = true;
-  scope_ = Scope{ns, h.engine_id()};
+  identity_ = std::move(auth.identity);
+  scope_ = Scope{ns, h.engine_id(), identity_.role};
   hub_id_ = ctx_.hub.attach(weak_from_this(), ns, h.engine_id());
   auto* r = reply.mutable_hello_reply();
   r->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
@@ -259,8 +373,8 @@ void Connection::hello(const wire::Envelope& req) {
   r->set_max_session_bytes(ctx_.limits.max_session_bytes);
   r->set_max_files_per_session(ctx_.limits.max_files_per_session);
   ctx_.metrics.request_done("hello", "ok", 0);
-  spdlog::debug("hello from engine '{}' in namespace '{}' ({})", h.engine_id(), ns,
-                h.client_name());
+  spdlog::debug("hello from engine '{}' in namespace '{}' as {} ({}, {})", h.engine_id(), ns,
+                identity_.principal, role_name(identity_.role), h.client_name());
   send(reply);
 }
 
@@ -273,6 +387,10 @@ asio::awaitable<void> Connection::handle(wire::Envelope req) {
   try {
     if (ctx_.stopping) throw StoreError(wire::SHUTTING_DOWN, "storage replica is shutting down");
     if (!greeted_) throw StoreError(wire::UNAUTHENTICATED, "hello first");
+    if (!credentials_still_valid()) {
+      close_after_replies();
+      throw StoreError(wire::UNAUTHENTICATED, "the connection's token is no longer valid");
+    }
     reply = co_await dispatch(req);
   } catch (const StoreError& e) {
     reply.Clear();
@@ -297,6 +415,16 @@ asio::awaitable<void> Connection::handle(wire::Envelope req) {
 asio::awaitable<wire::Envelope> Connection::dispatch(const wire::Envelope& req) {
   wire::Envelope reply;
   const Scope scope = scope_;
+  const auto operation = operation_of(req.body_case());
+  if (!operation) {
+    throw StoreError(wire::BAD_REQUEST, std::string("not a request: ") + op_name(req.body_case()));
+  }
+  // The role rules; the owner and epoch rules run with the session's row.
+  const Decision allowed =
+      req.has_assign()
+          ? authorize_assign(scope.caller(), req.assign().engine_id(), req.assign().create())
+          : authorize(scope.caller(), *operation);
+  if (!allowed.allowed()) throw StoreError(allowed.code, allowed.reason);
   const Limits limits = ctx_.limits;
   auto& pool = ctx_.pool;
   switch (req.body_case()) {
@@ -347,13 +475,14 @@ asio::awaitable<wire::Envelope> Connection::dispatch(const wire::Envelope& req) 
           .version = drained ? req.drain_done().version() : req.session_ready().version(),
           .epoch = drained ? req.drain_done().epoch() : req.session_ready().epoch(),
           .engine = scope.engine_id};
-      // An assign waiting on this replica goes on at once; the others learn
-      // of it through PostgreSQL (a second signal here finds no waiter).
-      ctx_.handoff.signal(n);
+      // Checked against the session's owner and epoch, then announced to the
+      // other replicas through PostgreSQL; an assign waiting on this replica
+      // goes on at once (the feed's second signal here finds no waiter).
       co_await pool.run<bool>([&](pqxx::connection& c) {
-        announce(c, n);
+        announce(c, scope, n);
         return true;
       });
+      ctx_.handoff.signal(n);
       reply.mutable_ack();
       break;
     }

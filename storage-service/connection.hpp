@@ -7,14 +7,18 @@
 //
 // Malformed input (bad header, oversized or undecodable frame, a request with
 // id 0) is logged at warn with a reason — never contents — and closes this
-// connection only.
+// connection only. A refused hello (authentication.hpp) is answered with
+// UNAUTHENTICATED and the connection closed once the reply is out; every
+// request is authorized (authorization.hpp) before it is run.
 //
-// Thread-safety: push_event() and close() may be called from any thread; the
-// rest is internal to the strand.
+// Thread-safety: push_event(), close() and recheck_credentials() may be
+// called from any thread; the rest is internal to the strand.
 #pragma once
 
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/stream.hpp>
 #include <asio/steady_timer.hpp>
 
 #include <atomic>
@@ -24,6 +28,7 @@
 #include <memory>
 #include <string>
 
+#include "authentication.hpp"
 #include "commit_plan.hpp"
 #include "cookiefs.pb.h"
 #include "pg_store.hpp"
@@ -36,18 +41,7 @@ class PgPool;
 class CommitBatcher;
 class Handoff;
 class Metrics;
-
-// Seam for per-namespace tokens (hashed, from a file): for now every token is
-// accepted; a later issue plugs a real check in here.
-class TokenCheck {
- public:
-  virtual ~TokenCheck() = default;
-  virtual bool accept(const std::string& namespace_name, const std::string& token) const = 0;
-};
-class AcceptAnyToken final : public TokenCheck {
- public:
-  bool accept(const std::string&, const std::string&) const override { return true; }
-};
+class TlsContexts;
 
 // What every connection of this replica shares. Outlives all connections.
 struct ServiceContext {
@@ -58,7 +52,8 @@ struct ServiceContext {
   SubscriberHub& hub;
   Handoff& handoff;
   Metrics& metrics;
-  const TokenCheck& tokens;
+  Authenticator& auth;
+  TlsContexts* tls = nullptr;  // null: plaintext (tls.mode off)
   std::string server_id;
   std::atomic<bool> stopping{false};
   std::atomic<std::int64_t> in_flight{0};  // requests being handled, all connections
@@ -66,12 +61,16 @@ struct ServiceContext {
 
 class Connection final : public EventSink, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(asio::ip::tcp::socket socket, ServiceContext& ctx,
-             std::function<void(Connection*)> on_closed);
+  // tls: the context of a TLS listener (the handshake runs first), or null.
+  Connection(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> tls,
+             ServiceContext& ctx, std::function<void(Connection*)> on_closed);
   ~Connection() override;
 
   void start();
   void close();  // thread-safe, idempotent
+  // After a reload of the credentials: closes the connection when its token
+  // is no longer valid. Thread-safe.
+  void recheck_credentials();
   void push_event(const wire::Event& event) override;
 
  private:
@@ -83,8 +82,15 @@ class Connection final : public EventSink, public std::enable_shared_from_this<C
   void hello(const wire::Envelope& request);
   void send(const wire::Envelope& env);  // on the strand
   void close_now();                      // on the strand
+  void close_after_replies();            // on the strand: stop reading, flush, close
+  bool credentials_still_valid();        // on the strand
 
-  asio::ip::tcp::socket socket_;
+  asio::ip::tcp::socket& tcp() { return tls_ ? tls_->next_layer() : socket_; }
+  asio::awaitable<bool> tls_handshake();
+
+  asio::ip::tcp::socket socket_;  // moved into tls_ on a TLS connection
+  std::shared_ptr<asio::ssl::context> tls_context_;
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
   ServiceContext& ctx_;
   std::function<void(Connection*)> on_closed_;
   asio::steady_timer wake_writer_;
@@ -93,6 +99,9 @@ class Connection final : public EventSink, public std::enable_shared_from_this<C
   std::size_t out_bytes_ = 0;
   bool closed_ = false;
   bool greeted_ = false;
+  bool closing_ = false;  // close_after_replies() was called
+  std::string peer_;      // remote address, for logs
+  Identity identity_;
   Scope scope_;
   SubscriberHub::Id hub_id_ = 0;
   std::int64_t in_flight_ = 0;

@@ -1,16 +1,20 @@
 // storage-service: the stateless server between cookiefs mounts and
 // PostgreSQL. main() wires the pieces together: config, metrics and health
 // endpoint, schema migration, database pool, change feed, subscriber hub,
-// network threads, and the SIGTERM/SIGINT shutdown (a clean stop, exit 0, at
-// any point of the start-up too). Exit codes: 0 ok, 1 runtime failure, 2 usage
+// network threads, the credentials (loaded at start, reloaded on SIGHUP and
+// when the file changes), and the SIGTERM/SIGINT shutdown (a clean stop, exit
+// 0, at any point of the start-up too). `storage-service token create` makes
+// a token (token_command.cpp). Exit codes: 0 ok, 1 runtime failure, 2 usage
 // or config error.
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 #include <pqxx/pqxx>
 
 #include <atomic>
@@ -19,10 +23,12 @@
 #include <thread>
 #include <vector>
 
+#include "authentication.hpp"
 #include "change_feed.hpp"
 #include "commit_batcher.hpp"
 #include "config.hpp"
 #include "connection.hpp"
+#include "credentials.hpp"
 #include "handoff.hpp"
 #include "health_http.hpp"
 #include "logging.hpp"
@@ -33,6 +39,8 @@
 #include "service_config.hpp"
 #include "store_error.hpp"
 #include "subscriber_hub.hpp"
+#include "tls_context.hpp"
+#include "token_command.hpp"
 #include "version.hpp"
 
 namespace storage = cookiefs::storage;
@@ -82,6 +90,105 @@ std::string make_server_id() {
   return (id.empty() ? "storage" : id) + "-" + std::to_string(getpid());
 }
 
+// What identifies a version of the credentials file: a change of any of
+// these (an edit, or a Kubernetes Secret's symlink swap) triggers a reload.
+struct FileStamp {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = -1;
+  std::int64_t mtime_ns = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+
+FileStamp stamp_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {st.st_dev, st.st_ino, st.st_size,
+          static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+}
+
+// Reloads auth.credentials_file on SIGHUP and when its stamp changes, and the
+// TLS certificate and key on SIGHUP. Files that no longer load keep the
+// previous ones (and say so).
+class Reloader {
+ public:
+  Reloader(asio::io_context& io, const storage::ServiceConfig& cfg, storage::Authenticator& auth,
+           storage::TlsContexts* tls, storage::Metrics& metrics,
+           std::optional<storage::Server>& server)
+      : cfg_(cfg),
+        auth_(auth),
+        tls_(tls),
+        metrics_(metrics),
+        server_(server),
+        hup_(io, SIGHUP),
+        poll_(io),
+        stamp_(stamp_of(cfg.credentials_file)) {}
+
+  void start() {
+    wait_hup();
+    if (auth_.tokens_required() && cfg_.credentials_poll.count() > 0) wait_poll();
+  }
+  void stop() {
+    asio::error_code ec;
+    hup_.cancel(ec);
+    poll_.cancel();
+  }
+
+ private:
+  void wait_hup() {
+    hup_.async_wait([this](const asio::error_code& ec, int) {
+      if (ec) return;
+      if (tls_) {
+        try {
+          tls_->reload();
+          spdlog::info("SIGHUP: TLS certificate {} reloaded", cfg_.tls_cert_file);
+        } catch (const std::exception& e) {
+          spdlog::error("TLS certificate not reloaded, the previous one stays: {}", e.what());
+        }
+      }
+      if (auth_.tokens_required()) {
+        spdlog::info("SIGHUP: reloading {}", cfg_.credentials_file);
+        reload();
+      }
+      wait_hup();
+    });
+  }
+  void wait_poll() {
+    poll_.expires_after(cfg_.credentials_poll);
+    poll_.async_wait([this](const asio::error_code& ec) {
+      if (ec) return;
+      if (const FileStamp now = stamp_of(cfg_.credentials_file); !(now == stamp_)) {
+        spdlog::info("{} changed: reloading", cfg_.credentials_file);
+        reload();
+      }
+      wait_poll();
+    });
+  }
+  void reload() {
+    stamp_ = stamp_of(cfg_.credentials_file);
+    try {
+      auto next = std::make_shared<const storage::Credentials>(
+          storage::Credentials::load(cfg_.credentials_file));
+      const auto n = next->size();
+      auth_.replace_credentials(std::move(next));
+      if (server_) server_->recheck_credentials();
+      spdlog::info("credentials reloaded: {} principals", n);
+    } catch (const std::exception& e) {
+      metrics_.credential_reloads_failed->Increment();
+      spdlog::error("credentials not reloaded, the previous ones stay: {}", e.what());
+    }
+  }
+
+  const storage::ServiceConfig& cfg_;
+  storage::Authenticator& auth_;
+  storage::TlsContexts* tls_;
+  storage::Metrics& metrics_;
+  std::optional<storage::Server>& server_;
+  asio::signal_set hup_;
+  asio::steady_timer poll_;
+  FileStamp stamp_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,16 +201,33 @@ int main(int argc, char** argv) {
   app.add_flag("--print-config", print_config,
                "load and check the configuration, print it (secrets redacted), exit");
   schema.bind(app);
+  storage::TokenCommand token_command;
+  token_command.bind(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
+  if (token_command.chosen()) return token_command.run(std::cout, std::cerr);
+  std::shared_ptr<storage::CredentialStore> credentials;
+  std::unique_ptr<storage::TlsContexts> tls;
   try {
     schema.load();
     storage::check(cfg, schema.config_path().empty() ? kProgram : schema.config_path());
+    if (cfg.auth_mode == "tokens") {
+      credentials =
+          std::make_shared<storage::CredentialStore>(std::make_shared<const storage::Credentials>(
+              storage::Credentials::load(cfg.credentials_file)));
+    }
+    if (cfg.tls_mode == "on") {
+      tls = std::make_unique<storage::TlsContexts>(
+          storage::TlsFiles{cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file});
+    }
   } catch (const cookiefs::ConfigError& e) {
+    std::cerr << kProgram << ": " << e.what() << "\n";
+    return 2;
+  } catch (const std::runtime_error& e) {  // a TLS file that does not load
     std::cerr << kProgram << ": " << e.what() << "\n";
     return 2;
   }
@@ -139,7 +263,7 @@ int main(int argc, char** argv) {
                                    static_cast<std::size_t>(cfg.commit_batch_max), &metrics);
     storage::SubscriberHub hub;
     storage::Handoff handoff;
-    storage::AcceptAnyToken tokens;
+    storage::Authenticator auth(credentials, metrics.auth_failures);
     storage::ServiceContext ctx{
         .config = cfg,
         .limits = {.max_file_bytes = cfg.max_file_bytes.bytes,
@@ -151,7 +275,8 @@ int main(int argc, char** argv) {
         .hub = hub,
         .handoff = handoff,
         .metrics = metrics,
-        .tokens = tokens,
+        .auth = auth,
+        .tls = tls.get(),
         .server_id = make_server_id(),
     };
 
@@ -212,6 +337,29 @@ int main(int argc, char** argv) {
     server.emplace(io, ctx);
     const auto [host, port] = storage::split_host_port(cfg.listen);
     server->listen(host, port);
+    std::optional<Reloader> reloader;
+    if (credentials || tls) {
+      reloader.emplace(io, cfg, auth, tls.get(), metrics, server);
+      reloader->start();
+    }
+    if (credentials) {
+      spdlog::info("auth: tokens ({} principals from {})", credentials->current()->size(),
+                   cfg.credentials_file);
+    } else if (!storage::loopback_host(host)) {
+      spdlog::warn(
+          "auth: none on {}, which is not a loopback address: anyone who can reach this port "
+          "reads and writes every session (set auth.mode: tokens)",
+          cfg.listen);
+    }
+    if (tls) {
+      spdlog::info("tls: on (certificate {}{})", cfg.tls_cert_file,
+                   cfg.tls_client_ca_file.empty() ? "" : ", client certificates required");
+    } else if (!storage::loopback_host(host)) {
+      spdlog::warn(
+          "tls: off on {}, which is not a loopback address: tokens and cookies cross the network "
+          "in plain text (set tls.mode: on)",
+          cfg.listen);
+    }
     server->start();
     state.serving = true;
     spdlog::info("storage-service {} listening on {} (schema version {}, {} network threads)",
@@ -222,6 +370,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < cfg.threads; ++i) threads.emplace_back([&] { io.run(); });
     io.run();
     for (auto& t : threads) t.join();
+    if (reloader) reloader->stop();
     feed->stop();
     pool.stop();
     spdlog::info("stopped");

@@ -64,6 +64,25 @@ Metrics::Metrics() : registry(std::make_shared<prometheus::Registry>()) {
                                .Help("1 while the LISTEN connection is up")
                                .Register(*registry)
                                .Add({});
+  auth_failures = &BuildCounter()
+                       .Name("cookiefs_storage_auth_failures_total")
+                       .Help(
+                           "Connections refused or closed for their credentials, by reason "
+                           "(no_token, bad_token, engine_id, revoked)")
+                       .Register(*registry);
+  credential_reloads_failed =
+      &BuildCounter()
+           .Name("cookiefs_storage_credential_reloads_failed_total")
+           .Help("Reloads of auth.credentials_file that failed (the previous credentials stay)")
+           .Register(*registry)
+           .Add({});
+  tls_handshake_failures =
+      &BuildCounter()
+           .Name("cookiefs_storage_tls_handshake_failures_total")
+           .Help(
+               "TLS handshakes that failed (plaintext clients, untrusted or missing certificates)")
+           .Register(*registry)
+           .Add({});
   BuildGauge()
       .Name("cookiefs_storage_build_info")
       .Help("Build of this storage-service")

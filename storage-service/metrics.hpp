@@ -32,6 +32,9 @@ class Metrics {
   prometheus::Counter* bad_frames;
   prometheus::Counter* notices_received;
   prometheus::Gauge* change_feed_connected;
+  prometheus::Family<prometheus::Counter>* auth_failures;  // {reason}
+  prometheus::Counter* credential_reloads_failed;
+  prometheus::Counter* tls_handshake_failures;
 };
 
 }  // namespace cookiefs::storage

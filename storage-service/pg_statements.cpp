@@ -73,6 +73,9 @@ void prepare_pg_statements(pqxx::connection_base& c) {
                 " VALUES ($1, $2, $13, $3, $14, $15, $16, $17, $18, $19))"
                 " SELECT pg_notify($10, $11)");
   c.prepare("notify", "SELECT pg_notify($1, $2)");
+  // The owner and epoch a DrainDone/SessionReady is checked against.
+  c.prepare("session_owner",
+            "SELECT owner, epoch FROM sessions WHERE namespace = $1 AND session_id = $2");
   // Group commit: the writes of every commit of a batch that used the batch
   // reads, in one statement (one parse/plan/executor start-up per batch, not
   // per commit). One row of `c` per commit (each session at most once, so

@@ -80,21 +80,28 @@ void require_id(const std::string& id, const char* what) {
   throw StoreError(std::move(e));
 }
 
+// Turns a refusal of authorize() into the error a client acts on, with the
+// session's current state (an engine that lost the session learns who has it).
+void enforce(const Decision& d, const std::string& owner, std::uint64_t epoch,
+             std::uint64_t version) {
+  if (d.allowed()) return;
+  wire::Error e;
+  e.set_code(d.code);
+  e.set_message(d.reason);
+  if (d.code == wire::NOT_OWNER || d.code == wire::STALE_EPOCH) {
+    e.set_current_epoch(epoch);
+    e.set_current_owner(owner);
+    e.set_current_version(version);
+  }
+  throw StoreError(std::move(e));
+}
+
 // Strict affinity on the server: a writer that skipped (or lost a race in) its
 // own ownership check must not commit at the current epoch in another
-// engine's name. An unowned session (released, or auto affinity before a
-// claim) accepts any writer holding its epoch.
+// engine's name (the rule itself is in authorization.cpp).
 void require_owner(const Scope& s, const std::string& owner, std::uint64_t epoch,
                    std::uint64_t version) {
-  if (owner.empty() || owner == s.engine_id) return;
-  wire::Error e;
-  e.set_code(wire::NOT_OWNER);
-  e.set_message(s.engine_id.empty() ? "an operator connection may not write an owned session"
-                                    : "this engine does not own the session");
-  e.set_current_epoch(epoch);
-  e.set_current_owner(owner);
-  e.set_current_version(version);
-  throw StoreError(std::move(e));
+  enforce(authorize(s.caller(), Operation::commit, {owner, epoch}, epoch), owner, epoch, version);
 }
 
 void fill_info(const pqxx::row& r, wire::SessionInfo& info) {
@@ -572,11 +579,11 @@ void delete_session(pqxx::connection_base& conn, const Scope& s, const wire::Del
   if (req.writer_epoch() != 0 && req.writer_epoch() != cur->epoch) {
     stale_epoch(req.writer_epoch(), cur->owner, cur->epoch, cur->version);
   }
-  // An engine deleting at an epoch must own the session; operators (no
-  // engine id) may delete any session of their namespace.
-  if (req.writer_epoch() != 0 && !s.engine_id.empty()) {
-    require_owner(s, cur->owner, cur->epoch, cur->version);
-  }
+  // An engine deletes only what it owns, at its current epoch (writer_epoch 0
+  // is no way around that); operators delete any session of the namespace.
+  enforce(authorize(s.caller(), Operation::delete_session, {cur->owner, cur->epoch},
+                    req.writer_epoch()),
+          cur->owner, cur->epoch, cur->version);
   t.exec_prepared("files_delete", ns, req.session_id());
   t.exec_prepared("keys_delete", ns, req.session_id());
   t.exec_prepared("session_delete", ns, req.session_id());
@@ -606,6 +613,10 @@ AssignStart begin_assign(pqxx::connection_base& conn, const Scope& s, const wire
   }
   AssignStart start{r[0][0].as<std::string>(), r[0][1].as<std::uint64_t>(),
                     r[0][2].as<std::uint64_t>(), false};
+  // An engine's claim: only of an unowned session (the mark rolls back).
+  enforce(authorize_assign(s.caller(), req.engine_id(), req.create(),
+                           {start.previous_owner, start.epoch}),
+          start.previous_owner, start.epoch, start.version);
   if (!start.previous_owner.empty() && start.previous_owner != req.engine_id()) {
     start.drain_requested = true;
     notify(t, {.kind = ChangeNotice::Kind::drain,
@@ -663,6 +674,8 @@ void release(pqxx::connection_base& conn, const Scope& s, const wire::Release& r
   const auto cur = lock_session(t, s, req.session_id());
   if (!cur) not_found();
   if (req.epoch() != cur->epoch) stale_epoch(req.epoch(), cur->owner, cur->epoch, cur->version);
+  enforce(authorize(s.caller(), Operation::release, {cur->owner, cur->epoch}, req.epoch()),
+          cur->owner, cur->epoch, cur->version);
   if (cur->owner.empty()) return;
   t.exec_prepared("release_owner", s.namespace_name, req.session_id());
   notify(t, {.kind = ChangeNotice::Kind::owner,
@@ -674,8 +687,18 @@ void release(pqxx::connection_base& conn, const Scope& s, const wire::Release& r
   t.commit();
 }
 
-void announce(pqxx::connection_base& conn, const ChangeNotice& notice) {
+void announce(pqxx::connection_base& conn, const Scope& s, const ChangeNotice& notice) {
+  require_id(notice.session_id, "session id");
+  const Operation op =
+      notice.kind == ChangeNotice::Kind::drained ? Operation::drain_done : Operation::session_ready;
+  // Two statements, no transaction: the row may change right after the
+  // check either way, and a waiter matches the notice's epoch itself.
   pqxx::nontransaction t(conn);
+  auto r = t.exec_prepared("session_owner", s.namespace_name, notice.session_id);
+  if (r.empty()) not_found();
+  const auto owner = r[0][0].as<std::string>();
+  const auto epoch = r[0][1].as<std::uint64_t>();
+  enforce(authorize(s.caller(), op, {owner, epoch}, notice.epoch), owner, epoch, 0);
   notify(t, notice);
 }
 

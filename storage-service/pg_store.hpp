@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "authorization.hpp"
 #include "change_notice.hpp"
 #include "commit_plan.hpp"
 #include "cookiefs.pb.h"
@@ -26,10 +27,15 @@ class transaction_base;
 
 namespace cookiefs::storage {
 
-// Who is asking: everything is scoped by the connection's namespace.
+// Who is asking: everything is scoped by the connection's namespace, and
+// checked against its role (authorization.hpp) where the session's owner or
+// epoch matters.
 struct Scope {
   std::string namespace_name;
-  std::string engine_id;  // empty for the shim / NM
+  std::string engine_id;  // empty for the shim / NM / operators
+  Role role = Role::unrestricted;
+
+  Caller caller() const { return {role, engine_id}; }
 };
 
 void prepare_statements(pqxx::connection_base& conn);
@@ -94,7 +100,9 @@ void end_assign(pqxx::connection_base& conn, const Scope& scope, const std::stri
 // The owner gives the session up: owner cleared when the epoch matches.
 void release(pqxx::connection_base& conn, const Scope& scope, const wire::Release& req);
 
-// Sends a notice to every replica (DrainDone / SessionReady hand-shake).
-void announce(pqxx::connection_base& conn, const ChangeNotice& notice);
+// Sends a notice to every replica (DrainDone / SessionReady hand-shake),
+// once authorize() let the caller send it: only the engine a hand-off waits
+// on (the session's owner at that epoch) may. Throws StoreError otherwise.
+void announce(pqxx::connection_base& conn, const Scope& scope, const ChangeNotice& notice);
 
 }  // namespace cookiefs::storage

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "service_config.hpp"
+#include "tls_context.hpp"
 
 namespace cookiefs::storage {
 
@@ -32,6 +33,17 @@ std::uint16_t Server::port() const {
 
 void Server::start() {
   asio::co_spawn(io_, accept_loop(), asio::detached);
+}
+
+void Server::recheck_credentials() {
+  std::vector<std::shared_ptr<Connection>> open;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [ptr, weak] : connections_) {
+      if (auto c = weak.lock()) open.push_back(std::move(c));
+    }
+  }
+  for (auto& c : open) c->recheck_credentials();
 }
 
 void Server::forget(Connection* c) {
@@ -60,8 +72,9 @@ asio::awaitable<void> Server::accept_loop() {
                      ctx_.config.max_connections);
         continue;
       }
-      conn = std::make_shared<Connection>(std::move(socket), ctx_,
-                                          [this](Connection* c) { forget(c); });
+      conn =
+          std::make_shared<Connection>(std::move(socket), ctx_.tls ? ctx_.tls->current() : nullptr,
+                                       ctx_, [this](Connection* c) { forget(c); });
       connections_[conn.get()] = conn;
     }
     conn->start();

@@ -30,6 +30,9 @@ class Server {
   std::uint16_t port() const;
   void start();
   asio::awaitable<void> shutdown(std::chrono::milliseconds grace);
+  // After a reload of the credentials: every connection checks its token
+  // again and closes when it is no longer valid; the others carry on.
+  void recheck_credentials();
 
  private:
   asio::awaitable<void> accept_loop();

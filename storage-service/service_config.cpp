@@ -47,6 +47,24 @@ void register_keys(ConfigSchema& s, ServiceConfig& c) {
         "default wait for the previous owner's drain (and the new owner's ready)",
         {.min = 0, .max = 600'000});
   s.add("log.level", &c.log_level, "log level", {.choices = levels});
+  s.add("auth.mode", &c.auth_mode,
+        "none: every hello is accepted (tests, single-host demo); tokens: principals from "
+        "auth.credentials_file",
+        {.choices = {"none", "tokens"}});
+  s.add("auth.credentials_file", &c.credentials_file,
+        "YAML file of principals per namespace (name, role, engine_ids, token_sha256); "
+        "reloaded on SIGHUP and when it changes");
+  s.add("auth.credentials_poll", &c.credentials_poll,
+        "how often the credentials file is checked for changes (0: on SIGHUP only)",
+        {.min = 0, .max = 3'600'000});
+  s.add("tls.mode", &c.tls_mode,
+        "on: the protocol port speaks TLS only (1.2 at least); off: plaintext only",
+        {.choices = {"off", "on"}});
+  s.add("tls.cert_file", &c.tls_cert_file,
+        "PEM certificate chain of the server (leaf first); reloaded on SIGHUP");
+  s.add("tls.key_file", &c.tls_key_file, "PEM private key of the server; reloaded on SIGHUP");
+  s.add("tls.client_ca_file", &c.tls_client_ca_file,
+        "PEM CA bundle: when set, clients must show a certificate it signed (mutual TLS)");
 }
 
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
@@ -58,6 +76,10 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
   } catch (const std::invalid_argument& e) {
     throw ConfigError(e.what());
   }
+}
+
+bool loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 std::size_t commit_lanes(const ServiceConfig& c) {
@@ -80,6 +102,26 @@ void check(const ServiceConfig& c, const std::string& source) {
     } catch (const ConfigError& e) {
       throw key_error("metrics_listen", e);
     }
+  }
+  if (c.auth_mode == "tokens" && c.credentials_file.empty()) {
+    throw ConfigError(source + ": auth.credentials_file: required when auth.mode is tokens");
+  }
+  if (c.auth_mode != "tokens" && !c.credentials_file.empty()) {
+    throw ConfigError(source +
+                      ": auth.credentials_file: set, but auth.mode is not tokens (the file would "
+                      "be ignored)");
+  }
+  if (c.tls_mode == "on") {
+    if (c.tls_cert_file.empty()) {
+      throw ConfigError(source + ": tls.cert_file: required when tls.mode is on");
+    }
+    if (c.tls_key_file.empty()) {
+      throw ConfigError(source + ": tls.key_file: required when tls.mode is on");
+    }
+  } else if (!c.tls_cert_file.empty() || !c.tls_key_file.empty() || !c.tls_client_ca_file.empty()) {
+    throw ConfigError(source +
+                      ": tls.mode: certificate files are set, but tls.mode is off (say "
+                      "on, or remove them)");
   }
   if (c.max_file_bytes.bytes > c.max_frame_bytes.bytes) {
     throw ConfigError(source + ": limits.max_file_bytes: must not exceed limits.max_frame_bytes");

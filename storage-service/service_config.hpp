@@ -33,13 +33,24 @@ struct ServiceConfig {
   std::int64_t history_versions = 16;
   std::chrono::milliseconds drain_grace{5000};
   std::string log_level = "info";
+  std::string auth_mode = "none";  // none | tokens
+  std::string credentials_file;    // auth.mode tokens: principals and token hashes
+  std::chrono::milliseconds credentials_poll{2000};  // 0: reload on SIGHUP only
+  std::string tls_mode = "off";                      // off | on
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;  // set: clients must show a certificate it signed
 };
+
+// True for addresses only this host can reach (127.0.0.0/8, ::1, localhost).
+bool loopback_host(const std::string& host);
 
 // Registers every key of ServiceConfig on schema, pointing into cfg (which
 // must outlive schema).
 void register_keys(ConfigSchema& schema, ServiceConfig& cfg);
 
-// Cross-key checks ConfigSchema cannot express (e.g. listen must be HOST:PORT).
+// Cross-key checks ConfigSchema cannot express (e.g. listen must be HOST:PORT,
+// auth.mode tokens needs auth.credentials_file).
 // Throws ConfigError naming the key.
 void check(const ServiceConfig& cfg, const std::string& source);
 

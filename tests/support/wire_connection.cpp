@@ -66,12 +66,13 @@ std::optional<wire::Envelope> WireConnection::read_envelope(
 }
 
 wire::Envelope WireConnection::hello(const std::string& namespace_name,
-                                     const std::string& engine_id) {
+                                     const std::string& engine_id, const std::string& token) {
   wire::Envelope req;
   auto* h = req.mutable_hello();
   h->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
   h->set_namespace_name(namespace_name);
   h->set_engine_id(engine_id);
+  h->set_token(token);
   h->set_client_name("cookiefs-test");
   return call(std::move(req));
 }

@@ -25,7 +25,7 @@ class WireConnection {
 
   // Sends Hello and returns the reply envelope (hello_reply or error).
   wire::Envelope hello(const std::string& namespace_name = "default",
-                       const std::string& engine_id = "");
+                       const std::string& engine_id = "", const std::string& token = "");
 
   // Sends request (assigning a request id) and waits for its reply.
   // Throws std::runtime_error on timeout or when the connection closes.

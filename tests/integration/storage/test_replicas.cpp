@@ -46,9 +46,10 @@ TEST_CASE("a commit through one replica is pushed to a subscriber of another") {
   CHECK_FALSE(watcher->next_event(std::chrono::milliseconds(500)).has_value());
   CHECK_FALSE(elsewhere->next_event(std::chrono::milliseconds(200)).has_value());
 
-  // Deletes travel too.
+  // Deletes travel too (an engine deletes at the session's epoch).
   wire::Envelope d;
   d.mutable_delete_session()->set_session_id("s");
+  d.mutable_delete_session()->set_writer_epoch(1);
   REQUIRE(writer->call(d).has_ack());
   ev = watcher->next_event(std::chrono::seconds(20));
   REQUIRE(ev.has_value());

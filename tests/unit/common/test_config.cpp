@@ -126,6 +126,67 @@ TEST_CASE("secrets come from a file named by <key>_file") {
   CHECK(st.url == "postgresql://from-file");
 }
 
+TEST_CASE("secrets come from <flag>-file and <ENV>_FILE too, never only from a flag") {
+  TempYaml secret("  from-flag-file\n");
+  {
+    Settings st;
+    ConfigSchema schema("test");
+    st.describe(schema);
+    CLI::App app("test");
+    schema.bind(app);
+    std::vector<std::string> args = {"--database-url-file", secret.path};
+    std::reverse(args.begin(), args.end());
+    app.parse(args);
+    schema.load();
+    CHECK(st.url == "from-flag-file");
+  }
+  {
+    TempYaml env_secret("from-env-file\n");
+    Settings st;
+    ConfigSchema schema("test");
+    st.describe(schema);
+    CLI::App app("test");
+    schema.bind(app);
+    ::setenv("COOKIEFS_TEST_DATABASE_URL_FILE", env_secret.path.c_str(), 1);
+    app.parse(std::vector<std::string>{});
+    schema.load();
+    ::unsetenv("COOKIEFS_TEST_DATABASE_URL_FILE");
+    CHECK(st.url == "from-env-file");
+  }
+  {
+    Settings st;
+    ConfigSchema schema("test");
+    st.describe(schema);
+    CLI::App app("test");
+    schema.bind(app);
+    std::vector<std::string> args = {"--database-url-file", "/nonexistent/secret"};
+    std::reverse(args.begin(), args.end());
+    app.parse(args);
+    CHECK_THROWS_WITH_AS(schema.load(),
+                         "--database-url-file: cannot read secret file \"/nonexistent/secret\"",
+                         ConfigError);
+  }
+  {
+    Settings st;
+    ConfigSchema schema("test");
+    st.describe(schema);
+    CLI::App app("test");
+    schema.bind(app);
+    std::vector<std::string> args = {"--database-url", "u", "--database-url-file", secret.path};
+    std::reverse(args.begin(), args.end());
+    app.parse(args);
+    CHECK_THROWS_AS(schema.load(), ConfigError);
+  }
+  // Only secrets get a -file flag.
+  Settings st;
+  ConfigSchema schema("test");
+  st.describe(schema);
+  CLI::App app("test");
+  schema.bind(app);
+  std::vector<std::string> args = {"--database-pool-size-file", "x"};
+  CHECK_THROWS(app.parse(args));
+}
+
 TEST_CASE("precedence: default < file < environment < flag") {
   TempYaml f("database:\n  url: from-file\n  pool_size: 4\n");
   Settings st;

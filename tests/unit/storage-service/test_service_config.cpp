@@ -23,11 +23,28 @@ TEST_CASE("the example config documents every key and loads") {
   // Every registered key appears in the example file.
   std::ifstream in(path);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  for (const char* key :
-       {"listen:", "metrics_listen:", "url:", "pool_size:", "connect_timeout:", "threads:",
-        "max_connections:", "max_in_flight_per_connection:", "shutdown_grace:", "max_frame_bytes:",
-        "max_file_bytes:", "max_session_bytes:", "max_files_per_session:", "versions:",
-        "drain_grace:", "level:"}) {
+  for (const char* key : {"listen:",
+                          "metrics_listen:",
+                          "url:",
+                          "pool_size:",
+                          "connect_timeout:",
+                          "threads:",
+                          "max_connections:",
+                          "max_in_flight_per_connection:",
+                          "shutdown_grace:",
+                          "max_frame_bytes:",
+                          "max_file_bytes:",
+                          "max_session_bytes:",
+                          "max_files_per_session:",
+                          "versions:",
+                          "drain_grace:",
+                          "level:",
+                          "mode:",
+                          "credentials_file:",
+                          "credentials_poll:",
+                          "cert_file:",
+                          "key_file:",
+                          "client_ca_file:"}) {
     CHECK_MESSAGE(text.find(key) != std::string::npos, key);
   }
 }
@@ -52,4 +69,24 @@ TEST_CASE("listen addresses are HOST:PORT") {
   cfg.listen = "0.0.0.0:1";
   cfg.max_file_bytes.bytes = cfg.max_frame_bytes.bytes + 1;
   CHECK_THROWS_AS(check(cfg, "f.yaml"), ConfigError);
+}
+
+TEST_CASE("auth.mode tokens needs a credentials file, and none must not name one") {
+  ServiceConfig cfg;
+  cfg.database_url = "postgresql://x@localhost/x";
+  cfg.auth_mode = "tokens";
+  try {
+    check(cfg, "s.yaml");
+    FAIL("accepted");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()).rfind("s.yaml: auth.credentials_file: required", 0) == 0);
+  }
+  cfg.credentials_file = "/etc/creds.yaml";
+  CHECK_NOTHROW(check(cfg, "s.yaml"));
+  cfg.auth_mode = "none";
+  CHECK_THROWS_AS(check(cfg, "s.yaml"), ConfigError);
+  CHECK(loopback_host("127.0.0.1"));
+  CHECK(loopback_host("::1"));
+  CHECK_FALSE(loopback_host("0.0.0.0"));
+  CHECK_FALSE(loopback_host("10.1.2.3"));
 }

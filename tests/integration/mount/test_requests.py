@@ -67,25 +67,36 @@ class Requests(harness.StackTestCase):
                 self.assertEqual(delta.get("getattr", 0), 0,
                                  f"a chown asked for the attributes first: {delta}")
 
-    def gauge(self, name, metric):
-        url = f"http://127.0.0.1:{self.ports[name]}/metrics"
+    @staticmethod
+    def gauge(port, metric):
+        url = f"http://127.0.0.1:{port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
         found = re.findall(rf'^{metric} (\S+)$', text, re.M)
-        self.assertTrue(found, f"the mount exports no {metric}")
+        if not found:
+            raise AssertionError(f"the mount exports no {metric}")
         return float(found[0])
 
     def test_gauges_are_true_right_after_a_commit(self):
-        # Computed when scraped (no sampling period): an fsync that returned
-        # means nothing of the session is dirty, and it is held here.
-        for name, m in self.mounts.items():
-            with self.subTest(mount=name):
-                d = m.session(f"gauges-{name}")
-                os.mkdir(d)
-                harness.write_bytes(os.path.join(d, "cookies.txt"), b"x" * 5000)
-                held_before = self.gauge(name, "cookiefs_sessions_held")
-                self.assertGreaterEqual(held_before, 1)
-                harness.fsync_path(os.path.join(d, "cookies.txt"))
-                self.assertEqual(self.gauge(name, "cookiefs_dirty_bytes"), 0)
+        # Computed when scraped (no sampling period): once an fsync returned,
+        # nothing of the session is dirty. A mount of its own, holding only
+        # this session: no other session's commit can be in flight.
+        for writeback in (False, True):
+            with self.subTest(writeback=writeback):
+                port = harness.free_port()
+                options = {"metrics-listen": f"127.0.0.1:{port}"}
+                if writeback:
+                    options["fuse-writeback-cache"] = True
+                m = self.stack.mount(f"gauges-{int(writeback)}", **options)
+                try:
+                    d = m.session("gauges")
+                    os.mkdir(d)
+                    jar = os.path.join(d, "cookies.txt")
+                    harness.write_bytes(jar, b"x" * 5000)
+                    self.assertEqual(self.gauge(port, "cookiefs_sessions_held"), 1)
+                    harness.fsync_path(jar)
+                    self.assertEqual(self.gauge(port, "cookiefs_dirty_bytes"), 0)
+                finally:
+                    m.stop()
 
     def test_set_id_bits_are_refused(self):
         for name, m in self.mounts.items():

@@ -46,11 +46,14 @@ bool is_retryable(const wire::Error& e) {
 
 // One TCP connection attempt and, once Hello is answered, one live session.
 struct Connection {
-  explicit Connection(asio::io_context& io) : socket(io), resolver(io), watchdog(io) {}
+  explicit Connection(asio::io_context& io)
+      : socket(io), resolver(io), watchdog(io), keepalive(io) {}
   tcp::socket socket;
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;  // over socket, when TLS is on
   tcp::resolver resolver;
-  asio::steady_timer watchdog;  // connect + Hello deadline
+  asio::steady_timer watchdog;   // connect + Hello deadline
+  asio::steady_timer keepalive;  // ping cadence once ready
+  std::chrono::steady_clock::time_point last_heard{};  // any byte from the service
   std::deque<std::string> outbox;
   bool writing = false;
   bool ready = false;  // HelloReply received
@@ -63,6 +66,7 @@ struct Connection {
     std::error_code ignored;
     resolver.cancel();
     watchdog.cancel();
+    keepalive.cancel();
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
   }
@@ -304,7 +308,8 @@ class StorageClient::Impl {
     const std::uint64_t id = env.request_id();
     if (internal_ids_.erase(id) > 0) {
       if (env.has_error()) {
-        spdlog::warn("storage client: subscribe rejected: {}", env.error().message());
+        spdlog::warn("storage client: {} rejected: {}", env.has_pong() ? "ping" : "subscribe",
+                     env.error().message());
       }
       return;
     }
@@ -520,6 +525,7 @@ class StorageClient::Impl {
         if (c->ready) spdlog::warn("storage client: connection to {} lost: {}", name, ec.message());
         co_return;
       }
+      c->last_heard = std::chrono::steady_clock::now();
       try {
         decoder.feed(std::string_view(buf.data(), n));
         while (auto env = decoder.next()) {
@@ -568,7 +574,41 @@ class StorageClient::Impl {
     return false;
   }
 
+  // While the connection lives: a Ping after ping_interval of silence, and
+  // the connection closed (the reader then reconnects) after ping_timeout.
+  // A stopped or wedged service keeps its TCP connections open and answers
+  // nothing; without this the client called it connected until a request
+  // timed out (request_timeout, 15 s by default).
+  asio::awaitable<void> keep_alive(std::shared_ptr<Connection> c, std::string name) {
+    using namespace std::chrono;
+    const auto interval = options_.ping_interval;
+    const auto timeout = std::max(options_.ping_timeout, interval);
+    while (!stopping_ && c->socket.is_open()) {
+      c->keepalive.expires_after(interval);
+      std::error_code ec;
+      co_await c->keepalive.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || stopping_ || !c->socket.is_open() || conn_ != c) co_return;
+      const auto silent = steady_clock::now() - c->last_heard;
+      if (silent >= timeout) {
+        spdlog::warn(
+            "storage client: {} answered nothing for {} ms (hung?); connecting again", name,
+            duration_cast<milliseconds>(silent).count());
+        c->close();
+        co_return;
+      }
+      if (silent >= interval) {
+        wire::Envelope ping;
+        ping.mutable_ping();
+        send_fire_and_forget(std::move(ping));
+      }
+    }
+  }
+
   void on_ready(const std::shared_ptr<Connection>& c, const std::string& name) {
+    c->last_heard = std::chrono::steady_clock::now();
+    if (options_.ping_interval.count() > 0) {
+      asio::co_spawn(io_, keep_alive(c, name), asio::detached);
+    }
     if (ever_connected_) ++reconnects_;
     ever_connected_ = true;
     endpoint_index_ = static_cast<long>(c->endpoint_index);

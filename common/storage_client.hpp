@@ -50,6 +50,11 @@ struct ClientOptions {
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds request_timeout{15000};  // default deadline incl. retries
   std::chrono::milliseconds reconnect_backoff_max{2000};
+  // Keep-alive: after ping_interval without a byte from the service, a Ping;
+  // after ping_timeout without one, the peer counts as hung and the client
+  // reconnects (to the next endpoint). 0 disables.
+  std::chrono::milliseconds ping_interval{1000};
+  std::chrono::milliseconds ping_timeout{5000};
   std::uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
   ClientTls tls;
 };

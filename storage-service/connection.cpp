@@ -303,6 +303,15 @@ asio::awaitable<void> Connection::read_loop() {
           if (closing_) break;
           continue;
         }
+        if (env->has_ping() && greeted_) {
+          // Answered here, ahead of queued requests and slot limits: it says
+          // only that this replica still reads and writes its connections.
+          wire::Envelope pong;
+          pong.set_request_id(env->request_id());
+          pong.mutable_pong();
+          send(pong);
+          continue;
+        }
         while (in_flight_ >= ctx_.config.max_in_flight_per_connection && !closed_) {
           asio::error_code wait_ec;
           co_await slot_free_.async_wait(asio::redirect_error(use_awaitable, wait_ec));

@@ -9,6 +9,7 @@ mountpoint (exit 2), a restart after kill -9 on its own stale mount, and
 import contextlib
 import errno
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -231,6 +232,26 @@ class Errors(harness.StackTestCase):
                                                              "later.txt")) == b"offline\n",
                      harness.PROPAGATION_DEADLINE,
                      what="a write made while disconnected to drain to PostgreSQL")
+
+    def test_hung_service_is_detected(self):
+        # A stopped service keeps its TCP connections open and answers
+        # nothing: the mount's keep-alive ping notices and says so (it used
+        # to report "connected" until a request timed out).
+        d = self.stack.mount("hung")
+        os.mkdir(d.session("hung"))
+        self.assertNotIn("disconnected", d.status_text().lower())
+        self.stack.storage.send_signal(signal.SIGSTOP)
+        try:
+            harness.poll(lambda: "disconnected" in d.status_text().lower(), 60,
+                         what="the mount to notice the stopped storage service")
+        finally:
+            self.stack.storage.send_signal(signal.SIGCONT)
+        harness.poll(lambda: "disconnected" not in d.status_text().lower(),
+                     harness.START_TIMEOUT + harness.PROPAGATION_DEADLINE,
+                     what="the mount to reconnect after the service resumed")
+        harness.write_bytes(os.path.join(d.session("hung"), "c.txt"), b"after\n", fsync=True)
+        with open(d.log_path) as f:
+            self.assertIn("answered nothing for", f.read())
 
     def run_expecting_exit(self, args, mountpoint):
         """Runs cookiefs that should refuse to start. If it runs on instead,

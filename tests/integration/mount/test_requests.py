@@ -88,7 +88,7 @@ class Requests(harness.StackTestCase):
                     options["fuse-writeback-cache"] = True
                 m = self.stack.mount(f"gauges-{int(writeback)}", **options)
                 try:
-                    d = m.session("gauges")
+                    d = m.session(f"gauges-{int(writeback)}")
                     os.mkdir(d)
                     jar = os.path.join(d, "cookies.txt")
                     harness.write_bytes(jar, b"x" * 5000)

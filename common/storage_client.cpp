@@ -51,8 +51,8 @@ struct Connection {
   tcp::socket socket;
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;  // over socket, when TLS is on
   tcp::resolver resolver;
-  asio::steady_timer watchdog;   // connect + Hello deadline
-  asio::steady_timer keepalive;  // ping cadence once ready
+  asio::steady_timer watchdog;                         // connect + Hello deadline
+  asio::steady_timer keepalive;                        // ping cadence once ready
   std::chrono::steady_clock::time_point last_heard{};  // any byte from the service
   std::deque<std::string> outbox;
   bool writing = false;
@@ -590,9 +590,8 @@ class StorageClient::Impl {
       if (ec || stopping_ || !c->socket.is_open() || conn_ != c) co_return;
       const auto silent = steady_clock::now() - c->last_heard;
       if (silent >= timeout) {
-        spdlog::warn(
-            "storage client: {} answered nothing for {} ms (hung?); connecting again", name,
-            duration_cast<milliseconds>(silent).count());
+        spdlog::warn("storage client: {} answered nothing for {} ms (hung?); connecting again",
+                     name, duration_cast<milliseconds>(silent).count());
         c->close();
         co_return;
       }
